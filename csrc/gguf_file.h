@@ -1,0 +1,51 @@
+// A GGUF file opened for reading: metadata through gguf.h, tensor data memory-mapped.
+// Every accessor checks the key's type first, because gguf.h aborts on a type mismatch.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct ggml_context;
+struct ggml_tensor;
+struct gguf_context;
+
+namespace minicpmv {
+
+class GgufFile {
+  public:
+    // Throws Error(io) when the file cannot be opened, Error(bad_format) when it is not a complete GGUF.
+    explicit GgufFile(const std::string & path);
+    ~GgufFile();
+    GgufFile(const GgufFile &) = delete;
+    GgufFile & operator=(const GgufFile &) = delete;
+
+    const std::string & path() const { return path_; }
+    bool has(const char * key) const;
+    std::string get_string(const char * key) const;
+    uint32_t get_u32(const char * key) const;  // accepts any integer type that fits
+    float get_f32(const char * key) const;
+    bool get_bool(const char * key, bool fallback) const;
+    std::vector<std::string> get_strings(const char * key) const;
+    std::vector<int32_t> get_i32s(const char * key) const;
+
+    // Tensor metadata (no data) by name; nullptr when absent.
+    ggml_tensor * tensor(const char * name) const;
+    std::vector<ggml_tensor *> tensors() const;
+    // The bytes of a tensor inside the mapping.
+    const void * tensor_data(const ggml_tensor * t) const;
+    void * mapping() const { return map_; }
+    size_t mapping_size() const { return map_size_; }
+
+  private:
+    void release();
+
+    std::string path_;
+    gguf_context * gguf_ = nullptr;
+    ggml_context * meta_ = nullptr;
+    void * map_ = nullptr;
+    size_t map_size_ = 0;
+    size_t data_offset_ = 0;
+};
+
+}  // namespace minicpmv

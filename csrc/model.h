@@ -1,0 +1,50 @@
+// The loaded model: immutable after construction and shareable between sessions (STYLE.md §5).
+// Owns the file mapping, the weights on the chosen device and the tokenizer.
+#pragma once
+
+#include "decoder.h"
+#include "model_config.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ggml-backend.h>
+
+namespace minicpmv {
+
+class GgufFile;
+class Tokenizer;
+class Weights;
+
+struct ModelParams {
+    std::string device = "auto";  // see select_device()
+};
+
+ModelParams default_model_params();
+
+class Model {
+  public:
+    // Throws Error(io) for a missing/unreadable file, Error(bad_format) for anything that is not a
+    // MiniCPM-V 2.6 (qwen2) LLM GGUF, Error(unsupported) for an unknown device.
+    Model(const std::string & llm_path, const ModelParams & params);
+    ~Model();
+
+    const LlmConfig & config() const { return config_; }
+    const Tokenizer & tokenizer() const { return *tokenizer_; }
+    const DecoderWeights & decoder() const { return decoder_; }
+    ggml_backend_dev_t device() const { return device_; }
+    const std::vector<int32_t> & stop_ids() const { return stop_ids_; }  // <|im_end|>, <|endoftext|>
+    size_t weights_bytes() const;
+
+  private:
+    std::unique_ptr<GgufFile> file_;
+    LlmConfig config_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    ggml_backend_dev_t device_ = nullptr;
+    std::unique_ptr<Weights> weights_;
+    DecoderWeights decoder_;
+    std::vector<int32_t> stop_ids_;
+};
+
+}  // namespace minicpmv

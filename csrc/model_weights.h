@@ -1,0 +1,39 @@
+// One weight table per model part (STYLE.md §8): every expected tensor with its shape as a function of
+// the config. The loader checks name, shape and type of each, rejects leftovers, then places the
+// tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <ggml-backend.h>
+
+namespace minicpmv {
+
+class GgufFile;
+
+struct WeightSpec {
+    std::string name;
+    std::vector<int64_t> ne;  // ggml order (PyTorch shape reversed)
+    bool vector_f32 = false;  // norms and biases: always stored as f32
+};
+
+class Weights {
+  public:
+    Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device);
+    ~Weights();
+    Weights(const Weights &) = delete;
+    Weights & operator=(const Weights &) = delete;
+
+    ggml_tensor * get(const std::string & name) const;
+    size_t size_bytes() const { return size_bytes_; }
+
+  private:
+    std::unordered_map<std::string, ggml_tensor *> tensors_;
+    ggml_backend_buffer_t buffer_ = nullptr;
+    size_t size_bytes_ = 0;
+};
+
+}  // namespace minicpmv

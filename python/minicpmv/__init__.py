@@ -1,0 +1,23 @@
+"""minicpmv: a native (ggml) runtime for MiniCPM-V 2.6 with an HF-style ``chat()``."""
+
+from ._core import (
+    CancelledError,
+    ContextFullError,
+    InvalidArgumentError,
+    MinicpmvError,
+    ModelFileError,
+    ModelFormatError,
+    UnsupportedError,
+)
+from .model import Model
+
+__all__ = [
+    "Model",
+    "MinicpmvError",
+    "InvalidArgumentError",
+    "ModelFileError",
+    "ModelFormatError",
+    "UnsupportedError",
+    "ContextFullError",
+    "CancelledError",
+]

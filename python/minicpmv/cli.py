@@ -1,0 +1,71 @@
+"""``minicpmv``: the command line.
+
+    minicpmv chat -m ggml-model-Q4_K_M.gguf "Write a haiku about GGUF"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _core
+from .model import _BEAMS, _SAMPLING, _SESSION, Model
+
+
+def _chat(args: argparse.Namespace) -> int:
+    model = Model(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+    msgs = [{"role": "user", "content": args.prompt}]
+    sampling = not args.beam_search and not args.greedy
+    options = dict(
+        sampling=sampling,
+        max_new_tokens=args.max_new_tokens,
+        system_prompt=args.system_prompt,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=1.0 if args.greedy and args.repetition_penalty is None else args.repetition_penalty,
+        num_beams=1 if args.greedy else args.num_beams,
+        seed=args.seed,
+    )
+    if sampling or args.greedy:
+        for piece in model.chat(msgs, stream=True, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print(model.chat(msgs, **options))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minicpmv", description="Run MiniCPM-V 2.6 GGUF models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chat = sub.add_parser("chat", help="answer one prompt (streams the reply)")
+    chat.add_argument("prompt")
+    chat.add_argument("-m", "--model", required=True, help="the LLM GGUF (ggml-model-<TYPE>.gguf)")
+    chat.add_argument("-n", "--max-new-tokens", type=int, default=2048)
+    chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION["n_ctx"])
+    chat.add_argument("-t", "--threads", type=int, default=None)
+    chat.add_argument("--device", default=_core.default_device())
+    chat.add_argument("--system-prompt", default="")
+    chat.add_argument("--temperature", type=float, default=_SAMPLING["temperature"])
+    chat.add_argument("--top-p", type=float, default=_SAMPLING["top_p"])
+    chat.add_argument("--top-k", type=int, default=_SAMPLING["top_k"])
+    chat.add_argument("--repetition-penalty", type=float, default=None)
+    chat.add_argument("--seed", type=int, default=None)
+    mode = chat.add_mutually_exclusive_group()
+    mode.add_argument("--beam-search", action="store_true", help="HF chat(sampling=False): beam search")
+    mode.add_argument("--greedy", action="store_true", help="plain greedy decoding")
+    chat.add_argument("--num-beams", type=int, default=_BEAMS["num_beams"])
+    args = parser.parse_args(argv)
+    try:
+        return _chat(args)
+    except (_core.MinicpmvError, OSError, ValueError) as exc:
+        print(f"minicpmv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

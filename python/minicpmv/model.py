@@ -1,0 +1,216 @@
+"""The user-facing model: HF MiniCPM-V 2.6 ``chat()`` semantics on the native core.
+
+Defaults come from the C++ parameter structs (``_core.default_*``), so each lives in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Iterator, Sequence
+
+from . import _core
+
+_SAMPLING = _core.default_sampling_params()  # HF chat(sampling=True)
+_BEAMS = _core.default_beam_search_params()  # HF chat(sampling=False)
+_SESSION = _core.default_session_params()
+
+
+def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, str]]:
+    """HF chat()'s message checks (spec §7): user/assistant only, the first from the user, content a
+    string or a list of parts joined with newlines; a non-empty system_prompt becomes a system turn."""
+    if isinstance(msgs, dict) or not isinstance(msgs, Sequence) or isinstance(msgs, (str, bytes)):
+        raise _core.InvalidArgumentError("msgs must be a list of {'role': ..., 'content': ...} dicts")
+    if len(msgs) == 0:
+        raise _core.InvalidArgumentError("msgs is empty: give at least one user message")
+    turns = []
+    for i, msg in enumerate(msgs):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise _core.InvalidArgumentError(f"msgs[{i}] must be a dict with 'role' and 'content'")
+        role = msg["role"]
+        if role not in ("user", "assistant"):
+            raise _core.InvalidArgumentError(f"msgs[{i}]: unknown role {role!r} (expected 'user' or 'assistant')")
+        if i == 0 and role != "user":
+            raise _core.InvalidArgumentError("msgs[0]: the first message must come from the user")
+        content = msg["content"]
+        if i == 0 and image is not None and isinstance(content, str):
+            content = [image, content]
+        parts = [content] if isinstance(content, str) else list(content)
+        for part in parts:
+            if not isinstance(part, str):
+                raise _core.UnsupportedError(
+                    f"msgs[{i}] holds a {type(part).__name__}: image input needs a vision (mmproj) file, "
+                    "which this version does not load yet"
+                )
+        turns.append((role, "\n".join(parts)))
+    if system_prompt:
+        turns.insert(0, ("system", system_prompt))
+    return turns
+
+
+class Model:
+    """A MiniCPM-V 2.6 model loaded from GGUF.
+
+    ``Model("ggml-model-Q4_K_M.gguf")`` loads the language model; the conversation state (KV cache)
+    lives in the object, so successive ``chat()`` calls that extend the same conversation reuse it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        mmproj_path: str | os.PathLike | None = None,
+        n_ctx: int = _SESSION["n_ctx"],
+        n_threads: int | None = None,
+        n_batch: int = _SESSION["n_batch"],
+        device: str = _core.default_device(),
+        kv_cache_type: str = _SESSION["kv_cache_type"],
+    ):
+        if mmproj_path is not None:
+            raise _core.UnsupportedError("vision (mmproj) files are not supported by this version yet")
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise _core.InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+        self.model_path = os.fspath(model_path)
+        self._model = _core.Model(self.model_path, device)
+        self._session = _core.Session(
+            self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
+        )
+        self._lock = threading.Lock()
+
+    # --- tokens ------------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return self._model.config
+
+    @property
+    def n_ctx(self) -> int:
+        return self._session.n_ctx
+
+    def tokenize(self, text: str, parse_special: bool = False) -> list[int]:
+        return self._model.tokenizer.encode(text, parse_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self._model.tokenizer.decode(list(ids))
+
+    def chat_prompt(self, msgs, system_prompt: str = "", image=None) -> list[int]:
+        """The prompt ids chat() would evaluate for ``msgs`` (ChatML, spec §7)."""
+        return self._model.chat_prompt(_turns_from_msgs(msgs, image, system_prompt), True)
+
+    def eval(self, ids: Sequence[int], all_logits: bool = False):
+        """Appends ``ids`` to the conversation and returns logits (last position, or all)."""
+        with self._lock:
+            return self._session.eval(list(ids), all_logits)
+
+    def reset(self) -> None:
+        """Forgets the cached conversation."""
+        with self._lock:
+            self._session.truncate(0)
+
+    # --- chat --------------------------------------------------------------------------------
+    def chat(
+        self,
+        msgs,
+        image=None,
+        sampling: bool = True,
+        stream: bool = False,
+        max_new_tokens: int = 2048,
+        system_prompt: str = "",
+        temperature: float = _SAMPLING["temperature"],
+        top_p: float = _SAMPLING["top_p"],
+        top_k: int = _SAMPLING["top_k"],
+        min_p: float = _SAMPLING["min_p"],
+        repetition_penalty: float | None = None,
+        num_beams: int = _BEAMS["num_beams"],
+        length_penalty: float = _BEAMS["length_penalty"],
+        seed: int | None = None,
+    ) -> str | Iterator[str]:
+        """Answers the conversation ``msgs`` like HF ``model.chat(image=None, msgs=msgs, ...)``.
+
+        ``sampling=True`` samples (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05);
+        ``sampling=False`` is beam search (num_beams 3, repetition_penalty 1.2), and with
+        ``num_beams=1, repetition_penalty=1.0`` plain greedy decoding. ``stream=True`` returns a
+        generator of text pieces.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        if sampling:
+            penalty = _SAMPLING["repetition_penalty"] if repetition_penalty is None else repetition_penalty
+        else:
+            penalty = _BEAMS["repetition_penalty"] if repetition_penalty is None else repetition_penalty
+            if stream and num_beams > 1:
+                raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        prompt = self.chat_prompt(msgs, system_prompt, image)
+        args = dict(
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            beam_search=not sampling,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=penalty,
+            seed=seed,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+        )
+        if not stream:
+            with self._lock:
+                return self._session.generate(**args)["text"]
+        return self._stream(args)
+
+    def generate(self, prompt: Sequence[int], **kwargs) -> dict:
+        """Low level: runs the prompt ids as given and returns the core's result dict (tokens, text,
+        stop_reason, timings). Keyword arguments as chat(); defaults are HF's sampling ones."""
+        args = dict(
+            max_new_tokens=2048, beam_search=False, temperature=_SAMPLING["temperature"], top_k=_SAMPLING["top_k"],
+            top_p=_SAMPLING["top_p"], min_p=_SAMPLING["min_p"], repetition_penalty=_SAMPLING["repetition_penalty"],
+            seed=0, num_beams=_BEAMS["num_beams"], length_penalty=_BEAMS["length_penalty"],
+        )
+        unknown = set(kwargs) - set(args)
+        if unknown:
+            raise _core.InvalidArgumentError(f"unknown generate() arguments: {sorted(unknown)}")
+        args.update(kwargs)
+        with self._lock:
+            return self._session.generate(list(prompt), **args)
+
+    def _stream(self, args: dict) -> Iterator[str]:
+        # The core runs in a thread (GIL released) and hands pieces over a queue; closing the
+        # generator early cancels the generation at the next token.
+        pieces: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        done = object()
+
+        def on_piece(piece: bytes) -> bool:
+            pieces.put(piece.decode("utf-8", errors="replace"))
+            return not cancelled.is_set()
+
+        def run():
+            try:
+                with self._lock:
+                    self._session.generate(**args, on_piece=on_piece)
+            except BaseException as exc:  # handed to the consumer, raised there
+                pieces.put(exc)
+            finally:
+                pieces.put(done)
+
+        def consume():
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            try:
+                while True:
+                    item = pieces.get()
+                    if item is done:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                cancelled.set()
+                worker.join()
+
+        return consume()
