@@ -1,0 +1,311 @@
+"""HF MiniCPM-V 2.6 checkpoint → the LLM GGUF file in the llama.cpp layout (spec §9).
+
+Streams: shard headers are parsed up front and tensor data memory-mapped, so one output tensor is in
+memory at a time; the file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import secrets
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
+from tqdm import tqdm
+
+from . import ConversionError
+from .gguf_layout import (
+    LLM_ARCH,
+    LLM_PREFIX,
+    QUANTIZATION_VERSION,
+    RESAMPLER_PREFIX,
+    TOKEN_CONTROL,
+    TOKEN_NORMAL,
+    TOKEN_UNUSED,
+    TOKEN_USER_DEFINED,
+    VISION_PREFIX,
+    Key,
+    llm_tensors,
+)
+
+# --outtype → (general.file_type, type of the 2-D weights). 1-D tensors (norms, biases) stay F32.
+OUTTYPES = {
+    "f32": (LlamaFileType.ALL_F32, GGMLQuantizationType.F32),
+    "f16": (LlamaFileType.MOSTLY_F16, GGMLQuantizationType.F16),
+    "bf16": (LlamaFileType.MOSTLY_BF16, GGMLQuantizationType.BF16),
+}
+# numpy storage of each output type; bf16 is kept as its uint16 bit pattern.
+_STORAGE = {
+    GGMLQuantizationType.F32: np.dtype(np.float32),
+    GGMLQuantizationType.F16: np.dtype(np.float16),
+    GGMLQuantizationType.BF16: np.dtype(np.uint16),
+}
+# The published LLM file's BOS is the ChatML turn opener; it is never prepended (add_bos_token false).
+BOS_TEXT = "<|im_start|>"
+_ROWS_PER_CHUNK = 4096  # rows converted at a time into the output array
+
+
+def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (uint16), rounding to nearest even as torch does."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns → float32, exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+# safetensors dtype → (numpy storage dtype, reader of float32 values from it)
+_SAFETENSORS_DTYPES = {
+    "BF16": (np.uint16, bf16_bits_to_f32),
+    "F16": (np.float16, lambda a: a.astype(np.float32)),
+    "F32": (np.float32, lambda a: a),
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # of the first data byte in the file
+
+
+class Checkpoint:
+    """Lazy view of a checkpoint's safetensors shards.
+
+    safetensors' own numpy loader has no bfloat16 (numpy lacks the type) and its torch loader would
+    make torch a conversion dependency, so headers are parsed here and data read through np.memmap.
+    """
+
+    def __init__(self, hf_dir: Path):
+        index = hf_dir / "model.safetensors.index.json"
+        if index.is_file():
+            files = sorted({hf_dir / f for f in json.loads(index.read_text())["weight_map"].values()})
+        else:
+            files = sorted(hf_dir.glob("*.safetensors"))
+        if not files:
+            raise ConversionError(f"{hf_dir}: no safetensors weights (model.safetensors.index.json or *.safetensors)")
+        self.entries: dict[str, _Entry] = {}
+        for path in files:
+            self._read_header(path)
+
+    def _read_header(self, path: Path) -> None:
+        if not path.is_file():
+            raise ConversionError(f"{path}: shard listed in the index is missing")
+        with open(path, "rb") as f:
+            try:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
+            except (struct.error, ValueError) as e:
+                raise ConversionError(f"{path}: not a safetensors file ({e})") from None
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+            if name in self.entries:
+                raise ConversionError(f"tensor {name} is stored twice ({self.entries[name].path.name}, {path.name})")
+            begin, end = info["data_offsets"]
+            entry = _Entry(path, info["dtype"], tuple(info["shape"]), 8 + size + begin)
+            if end - begin != prod(entry.shape) * np.dtype(_SAFETENSORS_DTYPES[entry.dtype][0]).itemsize:
+                raise ConversionError(f"{path}: tensor {name} byte range does not match its shape {entry.shape}")
+            self.entries[name] = entry
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored values, memory-mapped (not read until touched)."""
+        e = self.entries[name]
+        return np.memmap(e.path, dtype=_SAFETENSORS_DTYPES[e.dtype][0], mode="r", offset=e.offset, shape=e.shape)
+
+    def read(self, name: str, out_type: GGMLQuantizationType) -> np.ndarray:
+        """The tensor converted to ``out_type`` (F32, F16 or BF16 bits), a chunk of rows at a time."""
+        e = self.entries[name]
+        src = self.raw(name)
+        if out_type == GGMLQuantizationType.BF16 and e.dtype == "BF16":
+            return np.array(src)
+        to_f32 = _SAFETENSORS_DTYPES[e.dtype][1]
+        out = np.empty(e.shape, dtype=_STORAGE[out_type])
+        rows_out, rows_src = out.reshape(e.shape[0], -1), src.reshape(e.shape[0], -1)
+        for i in range(0, e.shape[0], _ROWS_PER_CHUNK):
+            values = to_f32(rows_src[i : i + _ROWS_PER_CHUNK])
+            if out_type == GGMLQuantizationType.BF16:
+                values = f32_to_bf16_bits(values)
+            rows_out[i : i + _ROWS_PER_CHUNK] = values
+        return out
+
+
+def read_config(hf_dir: Path) -> dict:
+    if not hf_dir.is_dir():
+        raise ConversionError(f"{hf_dir}: not a directory")
+    path = hf_dir / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{hf_dir}: no config.json")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConversionError(f"{path}: invalid JSON ({e})") from None
+    if config.get("model_type") != "minicpmv" or "MiniCPMV" not in config.get("architectures", []):
+        raise ConversionError(
+            f"{path}: not a MiniCPM-V checkpoint (model_type {config.get('model_type')!r}, "
+            f"architectures {config.get('architectures')!r}; expected 'minicpmv', ['MiniCPMV'])"
+        )
+    if str(config.get("version")) != "2.6":
+        raise ConversionError(f"{path}: MiniCPM-V version {config.get('version')!r} is not supported (expected 2.6)")
+    return config
+
+
+@dataclass
+class Vocab:
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    ids: dict[str, int]  # text → id, for looking markers up by their text
+    eos: str
+    unk: str
+    pad: str
+    chat_template: str | None
+
+
+def _token_content(value) -> str:
+    # tokenizer_config.json writes a special token either as its text or as an AddedToken dict.
+    return value["content"] if isinstance(value, dict) else value
+
+
+def read_vocab(hf_dir: Path, n_vocab: int) -> Vocab:
+    """Tokens, types and merges from tokenizer.json, or from vocab.json + merges.txt without it."""
+    config_path = hf_dir / "tokenizer_config.json"
+    if not config_path.is_file():
+        raise ConversionError(f"{hf_dir}: no tokenizer_config.json")
+    tok_config = json.loads(config_path.read_text(encoding="utf-8"))
+    added = {int(i): (t["content"], t.get("special", False)) for i, t in tok_config.get("added_tokens_decoder", {}).items()}
+
+    if (hf_dir / "tokenizer.json").is_file():
+        tok_json = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8"))
+        if tok_json["model"]["type"] != "BPE":
+            raise ConversionError(f"{hf_dir}/tokenizer.json: model type {tok_json['model']['type']}, expected BPE")
+        vocab = tok_json["model"]["vocab"]
+        merges = [m if isinstance(m, str) else " ".join(m) for m in tok_json["model"]["merges"]]
+        added.update({t["id"]: (t["content"], t["special"]) for t in tok_json.get("added_tokens", [])})
+    elif (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
+        vocab = json.loads((hf_dir / "vocab.json").read_text(encoding="utf-8"))
+        lines = (hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
+        merges = [line for line in lines if line and not line.startswith("#version")]
+    else:
+        raise ConversionError(f"{hf_dir}: no tokenizer.json, nor vocab.json and merges.txt")
+
+    # Ids past the tokenizer's (the embedding is often padded) get placeholders, as llama.cpp does.
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    types = [TOKEN_UNUSED] * n_vocab
+    for text, i in vocab.items():
+        if not 0 <= i < n_vocab:
+            raise ConversionError(f"token {text!r} has id {i}, outside the embedding's {n_vocab} rows")
+        tokens[i], types[i] = text, TOKEN_NORMAL
+    for i, (text, special) in added.items():
+        if not 0 <= i < n_vocab:
+            raise ConversionError(f"added token {text!r} has id {i}, outside the embedding's {n_vocab} rows")
+        if types[i] == TOKEN_NORMAL and tokens[i] != text:
+            raise ConversionError(f"added token {text!r} has id {i}, which the BPE vocabulary gives to {tokens[i]!r}")
+        # Added tokens are matched as plain text, so their GGUF string is the text itself.
+        tokens[i], types[i] = text, TOKEN_CONTROL if special else TOKEN_USER_DEFINED
+
+    ids = {text: i for i, text in enumerate(tokens) if types[i] != TOKEN_UNUSED}
+    specials = {key: _token_content(tok_config.get(key)) for key in ("eos_token", "unk_token", "pad_token")}
+    for key, text in (*specials.items(), ("bos", BOS_TEXT)):
+        if text not in ids:
+            raise ConversionError(f"{config_path}: {key} {text!r} is not in the vocabulary")
+    return Vocab(
+        tokens, types, merges, ids,
+        specials["eos_token"], specials["unk_token"], specials["pad_token"],
+        tok_config.get("chat_template"),
+    )  # fmt: skip
+
+
+def _plan(config: dict, ckpt: Checkpoint, weight_type: GGMLQuantizationType):
+    """(HF name, GGUF name, HF shape, output type) of every LLM tensor, checked against the checkpoint."""
+    plan, remaining = [], dict(ckpt.entries)
+    for hf, gguf_name, shape in llm_tensors(config):
+        entry = remaining.pop(hf, None)
+        if entry is None:
+            raise ConversionError(f"tensor {hf} is missing from the checkpoint")
+        if entry.shape != shape:
+            raise ConversionError(f"tensor {hf} has shape {list(entry.shape)}, expected {list(shape)} from config.json")
+        plan.append((hf, gguf_name, shape, weight_type if len(shape) > 1 else GGMLQuantizationType.F32))
+    # vpm. and resampler. tensors go to the vision file; anything else is unknown.
+    leftovers = sorted(n for n in remaining if not n.startswith((VISION_PREFIX, RESAMPLER_PREFIX)))
+    if leftovers:
+        more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
+        raise ConversionError(f"unexpected tensors in the checkpoint: {', '.join(leftovers[:5])}{more}")
+    return plan
+
+
+def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, file_type: LlamaFileType) -> None:
+    writer.add_string(Key.NAME, name)
+    writer.add_uint32(Key.FILE_TYPE, int(file_type))
+    writer.add_uint32(Key.QUANTIZATION_VERSION, QUANTIZATION_VERSION)
+    writer.add_uint32(Key.BLOCK_COUNT, config["num_hidden_layers"])
+    writer.add_uint32(Key.CONTEXT_LENGTH, config["max_position_embeddings"])
+    writer.add_uint32(Key.EMBEDDING_LENGTH, config["hidden_size"])
+    writer.add_uint32(Key.FEED_FORWARD_LENGTH, config["intermediate_size"])
+    writer.add_uint32(Key.HEAD_COUNT, config["num_attention_heads"])
+    writer.add_uint32(Key.HEAD_COUNT_KV, config["num_key_value_heads"])
+    writer.add_float32(Key.ROPE_FREQ_BASE, config["rope_theta"])
+    writer.add_float32(Key.RMS_EPS, config["rms_norm_eps"])
+
+    writer.add_string(Key.TOKENIZER_MODEL, "gpt2")
+    writer.add_string(Key.TOKENIZER_PRE, "qwen2")
+    writer.add_array(Key.TOKENS, vocab.tokens)
+    writer.add_array(Key.TOKEN_TYPE, vocab.token_types)
+    writer.add_array(Key.MERGES, vocab.merges)
+    writer.add_uint32(Key.BOS_ID, vocab.ids[BOS_TEXT])
+    writer.add_uint32(Key.EOS_ID, vocab.ids[vocab.eos])
+    writer.add_uint32(Key.UNK_ID, vocab.ids[vocab.unk])
+    writer.add_uint32(Key.PAD_ID, vocab.ids[vocab.pad])
+    writer.add_bool(Key.ADD_BOS, False)
+    if vocab.chat_template:
+        writer.add_string(Key.CHAT_TEMPLATE, vocab.chat_template)
+
+
+def convert_llm(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", progress: bool = True) -> Path:
+    """Write the LLM half of the checkpoint in ``hf_dir`` to ``out_path`` as GGUF; returns ``out_path``."""
+    hf_dir, out_path = Path(hf_dir), Path(out_path)
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"unknown outtype {outtype!r}; expected one of {', '.join(OUTTYPES)}")
+    file_type, weight_type = OUTTYPES[outtype]
+    config = read_config(hf_dir)
+    if not out_path.parent.is_dir():
+        raise ConversionError(f"{out_path.parent}: output directory does not exist")
+    ckpt = Checkpoint(hf_dir)
+    plan = _plan(config, ckpt, weight_type)
+    vocab = read_vocab(hf_dir, config["vocab_size"])
+    name = Path(config.get("_name_or_path") or hf_dir.resolve().name).name
+
+    # A random suffix rather than mkstemp, whose 0600 mode would stick to the renamed file.
+    tmp = out_path.with_name(f"{out_path.name}.tmp-{secrets.token_hex(4)}")
+    writer = GGUFWriter(tmp, LLM_ARCH)
+    try:
+        _add_metadata(writer, config, vocab, name, file_type)
+        for _, gguf_name, shape, out_type in plan:
+            # gguf-py reverses the numpy shape into ggml's ne order itself.
+            storage = _STORAGE[out_type]
+            writer.add_tensor_info(gguf_name, shape, storage, prod(shape) * storage.itemsize, raw_dtype=out_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        total = sum(prod(shape) for *_, shape, _ in plan)
+        with tqdm(total=total, unit="w", unit_scale=True, disable=not progress, desc=out_path.name) as bar:
+            for hf, _, shape, out_type in plan:
+                writer.write_tensor_data(ckpt.read(hf, out_type))
+                bar.update(prod(shape))
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
