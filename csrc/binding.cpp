@@ -23,6 +23,12 @@ py::str to_str(const std::string & s) {
     return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace"));
 }
 
+const std::map<ErrorCode, const char *> kErrorNames = {
+    {ErrorCode::invalid_argument, "InvalidArgumentError"}, {ErrorCode::io, "ModelFileError"},
+    {ErrorCode::bad_format, "ModelFormatError"},           {ErrorCode::unsupported, "UnsupportedError"},
+    {ErrorCode::context_full, "ContextFullError"},         {ErrorCode::cancelled, "CancelledError"},
+};
+
 ggml_type kv_type_from_name(const std::string & name) {
     if (name == "f16") return GGML_TYPE_F16;
     if (name == "f32") return GGML_TYPE_F32;
@@ -48,25 +54,21 @@ PYBIND11_MODULE(_core, m) {
     // Exceptions: one per ErrorCode, all deriving from MinicpmvError and from the matching builtin.
     py::object base = py::reinterpret_steal<py::object>(PyErr_NewException("minicpmv.MinicpmvError", PyExc_Exception, nullptr));
     m.attr("MinicpmvError") = base;
-    std::map<ErrorCode, py::object> by_code;
-    auto make = [&](const char * name, ErrorCode code, PyObject * builtin) {
+    for (const auto & [code, name] : kErrorNames) {
+        PyObject * builtin = code == ErrorCode::io ? PyExc_OSError
+                             : code == ErrorCode::unsupported || code == ErrorCode::cancelled ? PyExc_RuntimeError
+                                                                                              : PyExc_ValueError;
         py::tuple bases = py::make_tuple(base, py::handle(builtin));
-        py::object exc = py::reinterpret_steal<py::object>(
+        m.attr(name) = py::reinterpret_steal<py::object>(
             PyErr_NewException((std::string("minicpmv.") + name).c_str(), bases.ptr(), nullptr));
-        m.attr(name) = exc;
-        by_code[code] = exc;
-    };
-    make("InvalidArgumentError", ErrorCode::invalid_argument, PyExc_ValueError);
-    make("ModelFileError", ErrorCode::io, PyExc_OSError);
-    make("ModelFormatError", ErrorCode::bad_format, PyExc_ValueError);
-    make("UnsupportedError", ErrorCode::unsupported, PyExc_RuntimeError);
-    make("ContextFullError", ErrorCode::context_full, PyExc_ValueError);
-    make("CancelledError", ErrorCode::cancelled, PyExc_RuntimeError);
-    py::register_exception_translator([by_code](std::exception_ptr p) {
+    }
+    // A translator cannot capture: it finds the exception class on the module by name.
+    py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const Error & e) {
-            PyErr_SetString(by_code.at(e.code()).ptr(), e.what());
+            py::object exc = py::module_::import("minicpmv._core").attr(kErrorNames.at(e.code()));
+            PyErr_SetString(exc.ptr(), e.what());
         }
     });
 
