@@ -35,20 +35,27 @@ class Tokenizer {
 
   private:
     struct Merge {
-        uint64_t pair;  // left id << 32 | right id; kNoPair marks an empty slot
+        uint64_t pair;  // left id << 32 | right id; all ones marks an empty slot
         int32_t rank;
         int32_t result;
     };
-    // Open-addressing hash index from a string to an id; the strings live in texts_ or bytes_.
+    // Open-addressing hash index from a string to an id; the strings live in texts_ or bytes_. A slot
+    // keeps part of its key's hash, so most probes that miss never touch the string.
     struct StringIndex {
-        std::vector<int32_t> slots;  // ids, -1 for empty
+        struct Slot {
+            int32_t id;  // -1 for empty
+            uint32_t tag;
+        };
+        std::vector<Slot> slots;
         void build(const std::vector<std::string> & keys, const std::vector<bool> & include);
         int32_t find(const std::vector<std::string> & keys, std::string_view key) const;
     };
 
-    const Merge * find_merge(int32_t left, int32_t right) const;
-    void encode_text(std::string_view text, std::vector<int32_t> & out) const;
-    void encode_piece(std::string_view piece, std::vector<int32_t> & out) const;
+    struct BpeScratch;  // buffers one encode() call reuses across its pieces
+    const Merge * find_merge(uint64_t pair) const;
+    const Merge & find_merge_cached(BpeScratch & scratch, int32_t left, int32_t right) const;
+    void encode_text(std::string_view text, BpeScratch & scratch, std::vector<int32_t> & out) const;
+    void encode_piece(std::string_view piece, BpeScratch & scratch, std::vector<int32_t> & out) const;
     void check_id(int32_t id) const;
 
     std::vector<std::string> texts_;  // as given

@@ -226,18 +226,19 @@ def test_specials_only_with_parse_special(tokenizer, qwen):
 
 
 def test_text_between_specials_is_encoded_normally(tokenizer, qwen):
-    prompt = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>x</image>héllo<|im_end|>"
-    want = qwen.encode(prompt, allowed_special="all")  # knows Qwen's three specials, not MiniCPM-V's
-    ours = tokenizer.encode(prompt, True)
-    image, image_end = tokenizer.find("<image>"), tokenizer.find("</image>")
-    i = ours.index(image)
-    assert ours[i + 2] == image_end and ours[i + 1] == qwen.encode("x")[0]
-    assert ours[:i] == want[: want.index(qwen.encode("<image>", allowed_special=set(), disallowed_special=())[0])]
-    assert ours[i + 3 :] == qwen.encode("héllo<|im_end|>", allowed_special="all")
+    parts = ["<|im_start|>", "user\n", "<image>", "<unk>", "</image>", "héllo  ", "<slice>", "\n\n", "<|im_end|>", "!"]
+    specials = set(QWEN_SPECIALS + MINICPMV_ADDED + ["<unk>"])
+    want = []
+    for part in parts:
+        plain = qwen.encode(part, allowed_special=set(), disallowed_special=())
+        want += [tokenizer.find(part)] if part in specials else plain
+    assert tokenizer.encode("".join(parts), True) == want
+    assert tokenizer.encode("".join(parts), False) == qwen.encode("".join(parts), allowed_special=set(),
+                                                                  disallowed_special=())
 
 
 def test_bad_input(tokenizer):
-    n = tokenizer.n_vocab()
+    n = tokenizer.n_vocab
     assert n == 151666
     for ids in ([n], [-1], [0, n + 5]):
         with pytest.raises(ValueError):
