@@ -1,14 +1,20 @@
-"""Independent PyTorch references for tests: the checkpoint's LLM as transformers' Qwen2, and its tokenizer.
+"""Independent references for tests: the checkpoint's LLM as transformers' Qwen2, its tokenizer, and a
+GGUF reader built on ggml's own parser.
 
-They read the HF checkpoint directly (safetensors + transformers), sharing no code with the
-converter or the runtime, so that agreement with them means something.
+They read the files directly (safetensors + transformers; ggml's C GGUF parser, the one llama.cpp
+uses), sharing no code with the converter (which writes through gguf-py) or the runtime, so that
+agreement with them means something.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 
@@ -63,3 +69,67 @@ def load_hf_tokenizer(ckpt_dir: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(ckpt_dir))
+
+
+# ggml's gguf_type values (gguf.h) → ggml getter suffix or numpy dtype of array elements.
+_GGUF_SCALARS = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool", 10: "u64", 11: "i64", 12: "f64"}
+_GGUF_ARRAYS = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
+                7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}  # fmt: skip
+GGUF_STRING, GGUF_ARRAY = 8, 9
+# ggml_type → numpy storage (bf16 as its bit pattern)
+GGML_STORAGE = {0: np.float32, 1: np.float16, 30: np.uint16}
+
+
+@dataclass
+class GgufTensor:
+    type: int  # ggml_type: 0 F32, 1 F16, 30 BF16
+    ne: tuple[int, ...]  # ggml order: ne[0] is the contiguous dimension
+    data: np.ndarray  # memory-mapped, shaped as torch would (ne reversed)
+
+
+@dataclass
+class GgufContents:
+    kv: dict  # key → int / float / bool / str / list[str] / np.ndarray
+    tensors: dict[str, GgufTensor]  # in file order
+
+
+def read_gguf(path: str | Path) -> GgufContents:
+    """Every key and tensor of a GGUF file (F32/F16/BF16 tensors), parsed by ggml."""
+    import ggml
+
+    ggml_ctx = ctypes.c_void_p()
+    params = ggml.gguf_init_params(no_alloc=True, ctx=ctypes.pointer(ggml_ctx))
+    ctx = ggml.gguf_init_from_file(str(path).encode(), params)
+    if not ctx:
+        raise ValueError(f"{path}: ggml cannot parse this GGUF file")
+    try:
+        kv = {}
+        for i in range(ggml.gguf_get_n_kv(ctx)):
+            key, vtype = ggml.gguf_get_key(ctx, i).decode(), ggml.gguf_get_kv_type(ctx, i)
+            if vtype == GGUF_STRING:
+                kv[key] = ggml.gguf_get_val_str(ctx, i).decode()
+            elif vtype == GGUF_ARRAY:
+                atype, n = ggml.gguf_get_arr_type(ctx, i), ggml.gguf_get_arr_n(ctx, i)
+                if atype == GGUF_STRING:
+                    kv[key] = [ggml.gguf_get_arr_str(ctx, i, j).decode() for j in range(n)]
+                else:
+                    dtype = np.dtype(_GGUF_ARRAYS[atype])
+                    raw = ctypes.string_at(ggml.gguf_get_arr_data(ctx, i), n * dtype.itemsize)
+                    kv[key] = np.frombuffer(raw, dtype=dtype).copy()
+            else:
+                kv[key] = getattr(ggml, f"gguf_get_val_{_GGUF_SCALARS[vtype]}")(ctx, i)
+        tensors = {}
+        data_start = ggml.gguf_get_data_offset(ctx)
+        for i in range(ggml.gguf_get_n_tensors(ctx)):
+            name = ggml.gguf_get_tensor_name(ctx, i)
+            t = ggml.ggml_get_tensor(ggml_ctx, name).contents
+            ne = tuple(int(x) for x in t.ne[: ggml.ggml_n_dims(ggml.ggml_get_tensor(ggml_ctx, name))])
+            data = np.memmap(
+                path, dtype=GGML_STORAGE[t.type], mode="r", shape=(prod(ne),),
+                offset=data_start + ggml.gguf_get_tensor_offset(ctx, i),
+            ).reshape(ne[::-1])  # fmt: skip
+            tensors[name.decode()] = GgufTensor(int(t.type), ne, data)
+        return GgufContents(kv, tensors)
+    finally:
+        ggml.ggml_free(ggml_ctx)
+        ggml.gguf_free(ctx)

@@ -1,0 +1,34 @@
+"""Session-scoped fixtures: the tiny synthetic checkpoint (written once) and its LLM GGUF files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic MiniCPM-V 2.6 checkpoint (HF layout, ~160 MB, a few seconds)."""
+    from minicpmv.convert.synthetic import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny_ckpt"), preset="tiny", seed=0)
+
+
+def _convert(tiny_ckpt: Path, tmp_path_factory, outtype: str) -> Path:
+    from minicpmv.convert.hf_to_gguf import convert_llm
+
+    out = tmp_path_factory.mktemp(f"tiny_gguf_{outtype}") / f"ggml-model-{outtype.upper()}.gguf"
+    return convert_llm(tiny_ckpt, out, outtype=outtype, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_f32(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's LLM as GGUF with f32 weights (bit-exact copies of the bf16 values)."""
+    return _convert(tiny_ckpt, tmp_path_factory, "f32")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_f16(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's LLM as GGUF with f16 weights, as llama.cpp's default conversion."""
+    return _convert(tiny_ckpt, tmp_path_factory, "f16")
