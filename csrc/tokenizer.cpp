@@ -295,7 +295,8 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
 
 // --- lookups ---------------------------------------------------------------------------------------
 
-const Tokenizer::Merge * Tokenizer::find_merge(uint64_t pair) const {
+const Tokenizer::Merge * Tokenizer::find_merge(int32_t left, int32_t right) const {
+    const uint64_t pair = static_cast<uint64_t>(left) << 32 | static_cast<uint32_t>(right);
     const size_t mask = merges_.size() - 1;
     for (size_t i = hash_pair(pair) & mask; merges_[i].pair != kNoPair; i = (i + 1) & mask) {
         if (merges_[i].pair == pair) {
@@ -339,36 +340,9 @@ struct Tokenizer::BpeScratch {
         int32_t rank, left, left_id, right, right_id, result;
         bool operator>(const Candidate & o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
     };
-
-    // Sized for the text: a short prompt should not pay for clearing a large cache.
-    explicit BpeScratch(size_t text_size) {
-        while (recent_size < kMaxRecent && recent_size < text_size) {
-            recent_size *= 2;
-        }
-    }
-
     std::vector<Symbol> symbols;
     std::vector<Candidate> heap;
-    // Merge lookups of this call (rank -1: no merge) in a small direct-mapped table. The same pairs
-    // recur, e.g. the bytes of one script's characters, and the full merge table (megabytes) does not
-    // stay in cache: this makes CJK text about 1.5x faster.
-    static constexpr size_t kMaxRecent = 4096;
-    size_t recent_size = 64;
-    std::vector<Merge> recent;
 };
-
-const Tokenizer::Merge & Tokenizer::find_merge_cached(BpeScratch & scratch, int32_t left, int32_t right) const {
-    if (scratch.recent.empty()) {
-        scratch.recent.assign(scratch.recent_size, Merge{kNoPair, 0, 0});
-    }
-    const uint64_t pair = static_cast<uint64_t>(left) << 32 | static_cast<uint32_t>(right);
-    Merge & slot = scratch.recent[(pair ^ (pair >> 29)) & (scratch.recent_size - 1)];
-    if (slot.pair != pair) {
-        const Merge * m = find_merge(pair);
-        slot = m ? *m : Merge{pair, -1, -1};
-    }
-    return slot;
-}
 
 // Rank-ordered BPE on one piece: repeatedly merge the adjacent pair with the lowest merge rank, the
 // leftmost on a tie. Symbols are addressed by their first byte; a heap holds candidate pairs, and a pair
@@ -384,11 +358,11 @@ void Tokenizer::encode_piece(std::string_view piece, BpeScratch & scratch, std::
     auto & heap = scratch.heap;
     const std::greater<BpeScratch::Candidate> later;
     auto add = [&](int32_t left, int32_t right) {  // true when the pair merges and was appended
-        const Merge & m = find_merge_cached(scratch, sym[left].id, sym[right].id);
-        if (m.rank >= 0) {
-            heap.push_back({m.rank, left, sym[left].id, right, sym[right].id, m.result});
+        const Merge * m = find_merge(sym[left].id, sym[right].id);
+        if (m != nullptr) {
+            heap.push_back({m->rank, left, sym[left].id, right, sym[right].id, m->result});
         }
-        return m.rank >= 0;
+        return m != nullptr;
     };
     auto push = [&](int32_t left, int32_t right) {
         if (add(left, right)) {
@@ -445,7 +419,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view utf8, bool parse_special
     const std::string_view view(text);
     std::vector<int32_t> out;
     out.reserve(text.size() / 3);
-    BpeScratch scratch(text.size());
+    BpeScratch scratch;
     size_t start = 0;
     for (size_t i = 0; parse_special && i < text.size(); ++i) {
         if (!special_first_byte_[static_cast<unsigned char>(text[i])]) {

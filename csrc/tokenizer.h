@@ -52,8 +52,7 @@ class Tokenizer {
     };
 
     struct BpeScratch;  // buffers one encode() call reuses across its pieces
-    const Merge * find_merge(uint64_t pair) const;
-    const Merge & find_merge_cached(BpeScratch & scratch, int32_t left, int32_t right) const;
+    const Merge * find_merge(int32_t left, int32_t right) const;
     void encode_text(std::string_view text, BpeScratch & scratch, std::vector<int32_t> & out) const;
     void encode_piece(std::string_view piece, BpeScratch & scratch, std::vector<int32_t> & out) const;
     void check_id(int32_t id) const;
