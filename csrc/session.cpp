@@ -70,12 +70,6 @@ Session::~Session() {
 
 void Session::decode(const int32_t * tokens, int n_tokens, int n_slots, int n_past, bool all_logits, std::vector<float> & logits) {
     const LlmConfig & c = model_.config();
-    for (int i = 0; i < n_tokens * n_slots; ++i) {
-        if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-            throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary (0.." +
-                                                         std::to_string(c.n_vocab - 1) + ")");
-        }
-    }
     DecoderBatch batch;
     batch.n_tokens = n_tokens;
     batch.n_slots = n_slots;
@@ -112,6 +106,13 @@ void Session::decode(const int32_t * tokens, int n_tokens, int n_slots, int n_pa
 
 std::vector<float> Session::eval(const std::vector<int32_t> & tokens, bool all_logits) {
     if (tokens.empty()) throw Error(ErrorCode::invalid_argument, "nothing to evaluate");
+    const int32_t n_vocab = model_.config().n_vocab;
+    for (int32_t id : tokens) {
+        if (id < 0 || id >= n_vocab) {
+            throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                                         std::to_string(n_vocab - 1) + ")");
+        }
+    }
     const size_t n_after = tokens_.size() + tokens.size();
     if (n_after > static_cast<size_t>(params_.n_ctx)) {
         throw Error(ErrorCode::context_full, "the conversation needs " + std::to_string(n_after) + " positions but the context holds " +
@@ -239,7 +240,7 @@ GenerateResult Session::generate(const std::vector<int32_t> & prompt, const Gene
                 }
             }
             if (static_cast<int32_t>(r.tokens.size()) >= params.max_new_tokens) break;
-            if (tokens_.size() + 1 > static_cast<size_t>(params_.n_ctx)) break;  // context exhausted: "length"
+            if (prompt.size() + r.tokens.size() >= static_cast<size_t>(params_.n_ctx)) break;  // reply fills the context
             logits = eval({id});
         }
         if (!pending.empty()) {
