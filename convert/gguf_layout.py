@@ -161,7 +161,9 @@ def checkpoint_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
         (VISION_PREFIX, VISION_TENSORS, dims["n_vision_layer"]),
         (RESAMPLER_PREFIX, RESAMPLER_TENSORS, 0),
     ):
-        out += [(prefix + name.format(n=n), tuple(dims[d] for d in shape)) for (name, shape), n in _expand(table, n_layer)]
+        out += [
+            (prefix + name.format(n=n), tuple(dims[d] for d in shape)) for (name, shape), n in _expand(table, n_layer)
+        ]
     return out
 
 

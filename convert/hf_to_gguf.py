@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import secrets
+import struct
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -21,7 +21,6 @@ from tqdm import tqdm
 from . import ConversionError
 from .gguf_layout import (
     LLM_ARCH,
-    LLM_PREFIX,
     QUANTIZATION_VERSION,
     RESAMPLER_PREFIX,
     TOKEN_CONTROL,
@@ -183,7 +182,9 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> Vocab:
     if not config_path.is_file():
         raise ConversionError(f"{hf_dir}: no tokenizer_config.json")
     tok_config = json.loads(config_path.read_text(encoding="utf-8"))
-    added = {int(i): (t["content"], t.get("special", False)) for i, t in tok_config.get("added_tokens_decoder", {}).items()}
+    added = {
+        int(i): (t["content"], t.get("special", False)) for i, t in tok_config.get("added_tokens_decoder", {}).items()
+    }
 
     if (hf_dir / "tokenizer.json").is_file():
         tok_json = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8"))

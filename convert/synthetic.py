@@ -91,7 +91,12 @@ PRESETS = {
             "max_window_layers": 3,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
-            "vision_config": {"hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 4, "num_hidden_layers": 3},
+            "vision_config": {
+                "hidden_size": 96,
+                "intermediate_size": 192,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 3,
+            },
         },
         # Small enough that the tiny checkpoint has several shards, like the real one.
         "max_shard_bytes": 64_000_000,

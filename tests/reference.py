@@ -28,7 +28,7 @@ def checkpoint_state_dict(ckpt_dir: str | Path, prefix: str) -> dict[str, torch.
     state = {}
     for shard in sorted(set(index["weight_map"].values())):
         with safe_open(ckpt_dir / shard, framework="pt") as f:
-            for name in f.keys():
+            for name in f:
                 if name.startswith(prefix):
                     state[name[len(prefix) :]] = f.get_tensor(name).float()
     return state
@@ -72,7 +72,19 @@ def load_hf_tokenizer(ckpt_dir: str | Path):
 
 
 # ggml's gguf_type values (gguf.h) → ggml getter suffix or numpy dtype of array elements.
-_GGUF_SCALARS = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool", 10: "u64", 11: "i64", 12: "f64"}
+_GGUF_SCALARS = {
+    0: "u8",
+    1: "i8",
+    2: "u16",
+    3: "i16",
+    4: "u32",
+    5: "i32",
+    6: "f32",
+    7: "bool",
+    10: "u64",
+    11: "i64",
+    12: "f64",
+}
 _GGUF_ARRAYS = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
                 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}  # fmt: skip
 GGUF_STRING, GGUF_ARRAY = 8, 9

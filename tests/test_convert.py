@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
-
 from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import checkpoint_tensors, parameter_count
@@ -65,7 +64,12 @@ def spec_checkpoint_shapes(c: dict) -> dict[str, tuple[int, ...]]:
             s |= {p + f"{ln}.weight": (W,), p + f"{ln}.bias": (W,)}
         for proj in ("q", "k", "v", "out"):
             s |= {p + f"self_attn.{proj}_proj.weight": (W, W), p + f"self_attn.{proj}_proj.bias": (W,)}
-        s |= {p + "mlp.fc1.weight": (VF, W), p + "mlp.fc1.bias": (VF,), p + "mlp.fc2.weight": (W, VF), p + "mlp.fc2.bias": (W,)}
+        s |= {
+            p + "mlp.fc1.weight": (VF, W),
+            p + "mlp.fc1.bias": (VF,),
+            p + "mlp.fc2.weight": (W, VF),
+            p + "mlp.fc2.bias": (W,),
+        }
     s |= {"vpm.post_layernorm.weight": (W,), "vpm.post_layernorm.bias": (W,)}
     s |= {"resampler.query": (c["query_num"], H), "resampler.kv_proj.weight": (H, W), "resampler.proj": (H, H)}
     for ln in ("ln_q", "ln_kv", "ln_post"):
@@ -109,7 +113,12 @@ def test_full_config_fields():
     c = preset_config("full")
     assert (c["model_type"], c["version"], c["architectures"]) == ("minicpmv", 2.6, ["MiniCPMV"])
     assert (c["query_num"], c["image_size"], c["patch_size"], c["slice_mode"]) == (64, 448, 14, True)
-    assert c["slice_config"] | {"model_type": None} == {"max_slice_nums": 9, "patch_size": 14, "scale_resolution": 448, "model_type": None}
+    assert c["slice_config"] | {"model_type": None} == {
+        "max_slice_nums": 9,
+        "patch_size": 14,
+        "scale_resolution": 448,
+        "model_type": None,
+    }
     assert (c["use_image_id"], c["drop_vision_last_layer"]) == (True, False)
     assert {k: c["vision_config"][k] for k in ("hidden_size", "image_size", "intermediate_size")} == {
         "hidden_size": 1152, "image_size": 980, "intermediate_size": 4304}  # fmt: skip
@@ -148,7 +157,7 @@ def test_tiny_checkpoint_tensors_match_spec(tiny_ckpt):
     stored, total = {}, 0
     for shard in shards:
         with safe_open(tiny_ckpt / shard, framework="pt") as f:
-            for name in f.keys():
+            for name in f:
                 t = f.get_slice(name)
                 assert t.get_dtype() == "BF16", name
                 stored[name] = tuple(t.get_shape())
@@ -232,7 +241,15 @@ _FRAGMENTS = [
     "snake_case_name", "CamelCaseName", "$HOME", "#include <stdio.h>", "\u00a0", "\u3000", "\u200b", "ǅ", "İ", "ß",
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
 ]  # fmt: skip
-_RANGES = [(0x20, 0x7E), (0xA0, 0x17F), (0x300, 0x36F), (0x400, 0x4FF), (0x4E00, 0x9FFF), (0x1F300, 0x1F6FF), (0x2000, 0x206F)]
+_RANGES = [
+    (0x20, 0x7E),
+    (0xA0, 0x17F),
+    (0x300, 0x36F),
+    (0x400, 0x4FF),
+    (0x4E00, 0x9FFF),
+    (0x1F300, 0x1F6FF),
+    (0x2000, 0x206F),
+]
 
 
 def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
@@ -287,7 +304,15 @@ def test_hf_tokenizer_special_tokens(hf_tokenizer):
     assert [tok.convert_tokens_to_ids(t) for t in SPECIALS] == list(range(N_RANKED, N_RANKED + len(SPECIALS)))
     assert (tok.unk_token, tok.unk_token_id) == ("<unk>", UNK_ID)
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
-    assert tok.encode("<image_id>0</image_id><image><unk><unk></image>") == [151658, 15, 151659, 151646, UNK_ID, UNK_ID, 151647]
+    assert tok.encode("<image_id>0</image_id><image><unk><unk></image>") == [
+        151658,
+        15,
+        151659,
+        151646,
+        UNK_ID,
+        UNK_ID,
+        151647,
+    ]
     assert tok.encode("hi")[0] != tok.convert_tokens_to_ids("<|im_start|>"), "no BOS is prepended"
     text = tok.decode(tok.encode("Hello <slice>wörld</slice> 你好"))
     assert text == "Hello <slice>wörld</slice> 你好"
@@ -298,7 +323,9 @@ def test_chat_template_is_chatml(hf_tokenizer):
         return hf_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
     system = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    assert chat([{"role": "user", "content": "Hi"}]) == system + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        chat([{"role": "user", "content": "Hi"}]) == system + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert chat([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], gen=False) == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
     )
@@ -497,7 +524,10 @@ def _variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Path:
         ({"version": 2.5}, "version 2.5 is not supported"),
         ({"num_hidden_layers": 4}, "tensor llm.model.layers.3.self_attn.q_proj.weight is missing"),
         ({"num_hidden_layers": 2}, "unexpected tensors in the checkpoint: llm.model.layers.2."),
-        ({"intermediate_size": 520}, "llm.model.layers.0.mlp.gate_proj.weight has shape [512, 256], expected [520, 256]"),
+        (
+            {"intermediate_size": 520},
+            "llm.model.layers.0.mlp.gate_proj.weight has shape [512, 256], expected [520, 256]",
+        ),
     ],
 )
 def test_bad_checkpoint_is_rejected(tiny_ckpt, tmp_path, changes, message):
@@ -519,7 +549,7 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
     (bad / "vocab.json").unlink()
     with pytest.raises(ConversionError, match="no tokenizer.json, nor vocab.json"):
         convert_llm(bad, tmp_path / "out.gguf")
-    shard = sorted(bad.glob("*.safetensors"))[0]
+    shard = min(bad.glob("*.safetensors"))
     shard.unlink()
     shard.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     with pytest.raises(ConversionError, match="not a safetensors file"):
@@ -530,7 +560,10 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
 
 def test_cli_bad_input_exit_code(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "minicpmv.convert.cli", str(tmp_path / "missing")], capture_output=True, text=True
+        [sys.executable, "-m", "minicpmv.convert.cli", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "minicpmv-convert: error:" in proc.stderr and "not a directory" in proc.stderr
