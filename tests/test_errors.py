@@ -1,0 +1,183 @@
+"""Bad input gets a clear exception (or CLI error) naming the problem, never a crash: every case runs
+in this process, so an abort inside ggml would kill the test run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+import minicpmv
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf_f32):
+    return minicpmv.Model(tiny_gguf_f32, n_ctx=64, kv_cache_type="f32")
+
+
+@pytest.fixture(scope="module")
+def gguf_parts(tiny_gguf_f16):
+    """The tiny model's metadata and tensors, read once (parsing 151k token strings is slow)."""
+    reader = GGUFReader(tiny_gguf_f16)
+    fields = []
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        fields.append((field.name, field.contents(), vtype, field.types[-1] if vtype == GGUFValueType.ARRAY else None))
+    tensors = [(t.name, np.array(t.data), t.tensor_type) for t in reader.tensors]
+    return reader.get_field("general.architecture").contents(), fields, tensors
+
+
+def write_variant(parts, dst: Path, arch: str | None = None, drop: str | None = None, reshape: str | None = None) -> Path:
+    """A copy of the tiny GGUF with its architecture renamed, one tensor left out or one tensor cut in half."""
+    src_arch, fields, tensors = parts
+    writer = GGUFWriter(dst, arch or src_arch)
+    for name, value, vtype, sub in fields:
+        writer.add_key_value(name, value, vtype, sub_type=sub)
+    for name, data, dtype in tensors:
+        if name == drop:
+            continue
+        if name == reshape:
+            data = data.reshape(-1)[: data.size // 2]
+        writer.add_tensor(name, data, raw_dtype=dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(minicpmv.ModelFileError, match="cannot open"):
+        minicpmv.Model(tmp_path / "nope.gguf")
+    with pytest.raises(minicpmv.ModelFileError, match="not a regular file"):
+        minicpmv.Model(tmp_path)
+
+
+def test_not_a_gguf(tmp_path):
+    path = tmp_path / "junk.gguf"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000))
+    with pytest.raises(minicpmv.ModelFormatError, match="not a GGUF"):
+        minicpmv.Model(path)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.999])
+def test_truncated_tensor_data(tiny_gguf_f32, tmp_path, fraction):
+    data = Path(tiny_gguf_f32).read_bytes()
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(minicpmv.ModelFormatError, match="truncated"):
+        minicpmv.Model(path)
+
+
+def test_truncated_header(tiny_gguf_f32, tmp_path):
+    path = tmp_path / "header.gguf"
+    path.write_bytes(Path(tiny_gguf_f32).read_bytes()[:4096])
+    with pytest.raises(minicpmv.ModelFormatError):
+        minicpmv.Model(path)
+
+
+def test_other_architecture(gguf_parts, tmp_path):
+    path = write_variant(gguf_parts, tmp_path / "llama.gguf", arch="llama")
+    with pytest.raises(minicpmv.ModelFormatError, match="architecture is 'llama'"):
+        minicpmv.Model(path)
+
+
+def test_missing_tensor(gguf_parts, tmp_path):
+    path = write_variant(gguf_parts, tmp_path / "missing.gguf", drop="blk.1.ffn_up.weight")
+    with pytest.raises(minicpmv.ModelFormatError, match="blk.1.ffn_up.weight' is missing"):
+        minicpmv.Model(path)
+
+
+def test_wrong_tensor_shape(gguf_parts, tmp_path):
+    path = write_variant(gguf_parts, tmp_path / "shape.gguf", reshape="blk.0.attn_q.bias")
+    with pytest.raises(minicpmv.ModelFormatError, match=r"blk.0.attn_q.bias' has shape \[\d+\], expected"):
+        minicpmv.Model(path)
+
+
+@pytest.mark.parametrize(
+    "msgs,match",
+    [
+        ([], "empty"),
+        ("hello", "list"),
+        ([{"role": "user"}], "'role' and 'content'"),
+        ([{"role": "robot", "content": "hi"}], "unknown role 'robot'"),
+        ([{"role": "assistant", "content": "hi"}], "first message"),
+        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}], "unknown role 'system'"),
+    ],
+)
+def test_bad_messages(model, msgs, match):
+    with pytest.raises(minicpmv.InvalidArgumentError, match=match):
+        model.chat(msgs)
+
+
+def test_image_without_vision_file(model):
+    with pytest.raises(minicpmv.UnsupportedError, match="mmproj"):
+        model.chat([{"role": "user", "content": [np.zeros((4, 4, 3), np.uint8), "What is this?"]}])
+
+
+def test_context_overflow_then_still_usable(model):
+    with pytest.raises(minicpmv.ContextFullError, match="context holds 64"):
+        model.chat([{"role": "user", "content": "word " * 200}], max_new_tokens=4)
+    assert isinstance(model.chat([{"role": "user", "content": "hi"}], max_new_tokens=4, seed=0), str)
+
+
+def test_generation_stops_at_the_end_of_the_context(model):
+    ids = model.chat_prompt([{"role": "user", "content": "hi"}])
+    out = model.generate(ids, max_new_tokens=1000, temperature=0.0, repetition_penalty=1.0)
+    assert out["stop_reason"] in ("length", "stop")
+    assert len(ids) + len(out["tokens"]) <= model.n_ctx
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(top_p=1.5), "top_p"),
+        (dict(min_p=2.0), "min_p"),
+        (dict(repetition_penalty=0.0), "repetition_penalty"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(sampling=False, num_beams=0), "num_beams"),
+    ],
+)
+def test_bad_generation_parameters(model, kwargs, match):
+    with pytest.raises(minicpmv.InvalidArgumentError, match=match):
+        model.chat([{"role": "user", "content": "hi"}], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(n_ctx=0), minicpmv.InvalidArgumentError, "n_ctx"),
+        (dict(n_threads=-2), minicpmv.InvalidArgumentError, "n_threads"),
+        (dict(kv_cache_type="q3"), minicpmv.InvalidArgumentError, "kv_cache_type"),
+        (dict(device="warp-drive"), minicpmv.UnsupportedError, "warp-drive"),
+        (dict(mmproj_path="mmproj.gguf"), minicpmv.UnsupportedError, "mmproj"),
+    ],
+)
+def test_bad_model_parameters(tiny_gguf_f32, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        minicpmv.Model(tiny_gguf_f32, **kwargs)
+
+
+def test_out_of_vocabulary_ids(model):
+    model.reset()
+    with pytest.raises(minicpmv.InvalidArgumentError, match="outside the vocabulary"):
+        model.eval([10**9])
+    with pytest.raises(minicpmv.InvalidArgumentError):
+        model.detokenize([-1])
+
+
+def test_cli_errors_are_messages(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tmp_path / "x.gguf"), "hi"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "minicpmv: error: cannot open" in out.stderr and "Traceback" not in out.stderr
+    cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
+    out = subprocess.run([str(cli), "-m", str(tmp_path / "x.gguf"), "-p", "hi"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "error: cannot open" in out.stderr
