@@ -12,8 +12,15 @@ from typing import Iterator, Sequence
 
 from . import _core
 
-_SAMPLING = _core.default_sampling_params()  # HF chat(sampling=True)
-_BEAMS = _core.default_beam_search_params()  # HF chat(sampling=False)
+
+
+def _shortest(params: dict) -> dict:
+    # The core stores float32: show 0.7, not 0.699999988 (both convert back to the same float32).
+    return {k: float(f"{v:.7g}") if isinstance(v, float) else v for k, v in params.items()}
+
+
+_SAMPLING = _shortest(_core.default_sampling_params())  # HF chat(sampling=True)
+_BEAMS = _shortest(_core.default_beam_search_params())  # HF chat(sampling=False)
 _SESSION = _core.default_session_params()
 
 
