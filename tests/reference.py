@@ -28,7 +28,7 @@ def checkpoint_state_dict(ckpt_dir: str | Path, prefix: str) -> dict[str, torch.
     state = {}
     for shard in sorted(set(index["weight_map"].values())):
         with safe_open(ckpt_dir / shard, framework="pt") as f:
-            for name in f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 if name.startswith(prefix):
                     state[name[len(prefix) :]] = f.get_tensor(name).float()
     return state
