@@ -211,9 +211,9 @@ int32_t Tokenizer::StringIndex::find(const std::vector<std::string> & keys, std:
 
 Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::string> & merges,
                      std::vector<int32_t> types)
-    : texts_(std::move(tokens)), types_(std::move(types)) {
-    if (types_.size() != texts_.size()) {
-        invalid(std::to_string(texts_.size()) + " tokens but " + std::to_string(types_.size()) + " token types");
+    : texts_(std::move(tokens)) {
+    if (types.size() != texts_.size()) {
+        invalid(std::to_string(texts_.size()) + " tokens but " + std::to_string(types.size()) + " token types");
     }
     if (texts_.size() > static_cast<size_t>(INT32_MAX)) {
         invalid("too many tokens");
@@ -222,7 +222,7 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
     bytes_.resize(texts_.size());
     std::vector<bool> is_bpe(texts_.size()), all(texts_.size(), true);
     for (size_t id = 0; id < texts_.size(); ++id) {
-        const int32_t type = types_[id];
+        const int32_t type = types[id];
         const std::string & text = texts_[id];
         if (type < 0 || type > kTypeMax) {
             invalid("token " + std::to_string(id) + " '" + text + "' has unknown type " + std::to_string(type));

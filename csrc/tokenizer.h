@@ -59,7 +59,6 @@ class Tokenizer {
 
     std::vector<std::string> texts_;  // as given
     std::vector<std::string> bytes_;  // what each token stands for, byte-to-unicode undone for BPE tokens
-    std::vector<int32_t> types_;
     StringIndex by_text_;
     StringIndex by_bytes_;  // BPE tokens only
     std::vector<Merge> merges_;  // open-addressing table keyed by Merge::pair
