@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import checkpoint_tensors, parameter_count
-from minicpmv.convert.hf_to_gguf import Checkpoint, convert_llm
+from minicpmv.convert.hf_to_gguf import Checkpoint, bf16_bits_to_f32, convert_llm, f32_to_bf16_bits
 from minicpmv.convert.synthetic import preset_config, tensor_values
 
 # Spec §3: ids 151643.. in this order; `<unk>` is the ranked BPE token 128244 marked special.
@@ -421,6 +421,18 @@ def test_gguf_tensors(request, tiny_ckpt, fixture, weight_type):
             assert np.array_equal(t.data, want), name
         else:
             assert np.array_equal(t.data, want.astype(np.float16)), name  # f16 rounding of the bf16 value
+
+
+def test_bf16_rounding_matches_torch():
+    import torch
+
+    x = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)
+    # Exact ties (low 16 bits 0x8000) must round to even, as torch does.
+    ties = (np.arange(1000, dtype=np.uint32) << 16 | 0x3F800000 | 0x8000).view(np.float32)
+    x = np.concatenate([x, ties, -ties, [0.0, -0.0, 1e-40, 3e38]]).astype(np.float32)
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(f32_to_bf16_bits(x), want)
+    assert np.array_equal(bf16_bits_to_f32(want), torch.from_numpy(x).to(torch.bfloat16).float().numpy())
 
 
 def test_gguf_bf16_keeps_bits(tiny_ckpt, tmp_path):
