@@ -42,7 +42,9 @@ AxisWeights axis_weights(int32_t in_size, int32_t out_size) {
     const double support = kCubicSupport * stretch;
 
     AxisWeights w;
-    w.stride = static_cast<int32_t>(std::ceil(support)) * 2 + 1;
+    // The widest window; a window never spans more than the image, which bounds the table when a
+    // long side shrinks to a few pixels.
+    w.stride = static_cast<int32_t>(std::min<double>(std::ceil(support) * 2 + 1, in_size));
     w.first.resize(out_size);
     w.count.resize(out_size);
     w.weights.assign(static_cast<size_t>(out_size) * w.stride, 0);
