@@ -1,4 +1,5 @@
-"""``minicpmv-convert``: HF MiniCPM-V 2.6 checkpoint → ``ggml-model-<TYPE>.gguf`` (llama.cpp's naming)."""
+"""``minicpmv-convert``: HF MiniCPM-V 2.6 checkpoint → ``ggml-model-<TYPE>.gguf`` (the LLM) and
+``mmproj-model-<type>.gguf`` (the vision encoder and resampler), llama.cpp's names for the pair."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 from pathlib import Path
 
 from . import ConversionError
-from .hf_to_gguf import OUTTYPES, convert_llm
+from .hf_to_gguf import OUTTYPES, llm_plan
+from .mmproj import MMPROJ_OUTTYPES, mmproj_plan
 
 EXIT_BAD_INPUT = 2  # argparse's own code for a bad command line
 
@@ -15,21 +17,48 @@ EXIT_BAD_INPUT = 2  # argparse's own code for a bad command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="minicpmv-convert",
-        description="Convert a MiniCPM-V 2.6 HF checkpoint to the LLM GGUF file in the llama.cpp layout.",
+        description="Convert a MiniCPM-V 2.6 HF checkpoint to the LLM and vision GGUF files in the llama.cpp "
+        "layout. Both files are checked against the checkpoint before either is written; each appears "
+        "complete or not at all.",
     )
     parser.add_argument("hf_dir", type=Path, help="checkpoint directory (config.json, safetensors, tokenizer files)")
-    parser.add_argument("--outtype", choices=sorted(OUTTYPES), default="f16", help="type of the 2-D weights")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--outdir", type=Path, help="write ggml-model-<TYPE>.gguf here (default: HF_DIR)")
-    where.add_argument("--outfile", type=Path, help="write exactly this file")
+    parser.add_argument("--outtype", choices=sorted(OUTTYPES), default="f16", help="type of the LLM's 2-D weights")
+    parser.add_argument(
+        "--vision-outtype", choices=sorted(MMPROJ_OUTTYPES), default="f16", help="type of the vision file's weights"
+    )
+    parser.add_argument(
+        "--outdir",
+        type=Path,
+        help="write each file not named by --outfile / --vision-outfile here, under llama.cpp's name "
+        "(default: HF_DIR)",
+    )
+    parser.add_argument("--outfile", type=Path, help="write the LLM file exactly here")
+    parser.add_argument("--vision-outfile", type=Path, help="write the vision file exactly here")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--no-vision", action="store_true", help="write only the LLM file")
+    which.add_argument("--vision-only", action="store_true", help="write only the vision file")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     args = parser.parse_args(argv)
+    if args.vision_only and args.outfile:
+        parser.error("--outfile names the LLM file, which --vision-only does not write")
+    if args.no_vision and args.vision_outfile:
+        parser.error("--vision-outfile names the vision file, which --no-vision does not write")
 
-    out = args.outfile or (args.outdir or args.hf_dir) / f"ggml-model-{args.outtype.upper()}.gguf"
+    outdir = args.outdir or args.hf_dir
+    jobs = []  # (plan maker, output type, output path)
+    if not args.vision_only:
+        jobs.append((llm_plan, args.outtype, args.outfile or outdir / f"ggml-model-{args.outtype.upper()}.gguf"))
+    if not args.no_vision:
+        out = args.vision_outfile or outdir / f"mmproj-model-{args.vision_outtype}.gguf"
+        jobs.append((mmproj_plan, args.vision_outtype, out))
+    if len({out.resolve() for *_, out in jobs}) < len(jobs):
+        parser.error("--outfile and --vision-outfile name the same file")
     try:
-        if args.outdir is not None:
-            args.outdir.mkdir(parents=True, exist_ok=True)
-        convert_llm(args.hf_dir, out, args.outtype, progress=not args.no_progress)
+        plans = [(make(args.hf_dir, outtype), out) for make, outtype, out in jobs]
+        for plan, out in plans:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            plan.write(out, progress=not args.no_progress)
+            print(out)
     except ConversionError as e:
         print(f"minicpmv-convert: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -37,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minicpmv-convert: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("minicpmv-convert: interrupted; no file written", file=sys.stderr)
+        print("minicpmv-convert: interrupted; the file being written was removed", file=sys.stderr)
         return 130
-    print(out)
     return 0
 
 

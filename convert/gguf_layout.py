@@ -1,7 +1,9 @@
 """Names defined once: GGUF keys (spec §9) and the HF checkpoint's tensor table (spec §2).
 
 Shapes are written as tuples of dimension names resolved from config.json, so that one table
-serves the real model, the synthetic presets and the converter's checks.
+serves the real model, the synthetic presets and the converter's checks. Each row also names the
+tensor's GGUF counterpart: the LLM rows go to the LLM file, the vision and resampler rows to the
+vision file ("mmproj").
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 from math import prod
 
 LLM_ARCH = "qwen2"
+VISION_ARCH = "clip"  # llama.cpp's name for every vision file, whatever the encoder
 LLM_PREFIX = "llm."
 VISION_PREFIX = "vpm."
 RESAMPLER_PREFIX = "resampler."
 
 
 class Key:
-    """GGUF metadata keys of the LLM file, exactly as llama.cpp spells them."""
+    """GGUF metadata keys of the LLM file (general.* also of the vision file), as llama.cpp spells them."""
 
     ARCHITECTURE = "general.architecture"
     NAME = "general.name"
@@ -43,6 +46,32 @@ class Key:
     ADD_BOS = "tokenizer.ggml.add_bos_token"
     CHAT_TEMPLATE = "tokenizer.chat_template"
 
+
+class ClipKey:
+    """GGUF metadata keys of the vision file, as llama.cpp's clip loader spells them (spec §9)."""
+
+    HAS_TEXT_ENCODER = "clip.has_text_encoder"
+    HAS_VISION_ENCODER = "clip.has_vision_encoder"
+    HAS_MINICPMV_PROJECTOR = "clip.has_minicpmv_projector"
+    PROJECTOR_TYPE = "clip.projector_type"
+    MINICPMV_VERSION = "clip.minicpmv_version"
+    MINICPMV_QUERY_NUM = "clip.minicpmv_query_num"
+    USE_GELU = "clip.use_gelu"
+
+    IMAGE_SIZE = "clip.vision.image_size"
+    PATCH_SIZE = "clip.vision.patch_size"
+    EMBEDDING_LENGTH = "clip.vision.embedding_length"
+    FEED_FORWARD_LENGTH = "clip.vision.feed_forward_length"
+    PROJECTION_DIM = "clip.vision.projection_dim"
+    HEAD_COUNT = "clip.vision.attention.head_count"
+    LAYER_NORM_EPS = "clip.vision.attention.layer_norm_epsilon"
+    BLOCK_COUNT = "clip.vision.block_count"
+    IMAGE_MEAN = "clip.vision.image_mean"
+    IMAGE_STD = "clip.vision.image_std"
+
+
+# clip.minicpmv_version in llama.cpp's numbering, by config.json `version`.
+MINICPMV_VERSIONS = {"2.6": 3}
 
 # Values of tokenizer.ggml.token_type (llama.cpp's llama_token_type).
 TOKEN_NORMAL = 1
@@ -72,40 +101,54 @@ LLM_TENSORS = (
     ("lm_head.weight", "output.weight", ("vocab", "hidden")),
 )
 
-# SigLIP encoder, names after "vpm."; every Linear and LayerNorm has a bias (spec §2).
+# SigLIP encoder: (HF name after "vpm.", GGUF name, HF shape); every Linear and LayerNorm has a bias
+# (spec §2). The conv weight [out, c, kh, kw] keeps its layout, so its ne is [kw, kh, c, out].
 VISION_TENSORS = (
-    ("embeddings.patch_embedding.weight", ("v_hidden", "channels", "patch", "patch")),
-    ("embeddings.patch_embedding.bias", ("v_hidden",)),
-    ("embeddings.position_embedding.weight", ("v_positions", "v_hidden")),
+    ("embeddings.patch_embedding.weight", "v.patch_embd.weight", ("v_hidden", "channels", "patch", "patch")),
+    ("embeddings.patch_embedding.bias", "v.patch_embd.bias", ("v_hidden",)),
+    ("embeddings.position_embedding.weight", "v.position_embd.weight", ("v_positions", "v_hidden")),
     *(
-        (f"encoder.layers.{{n}}.self_attn.{proj}.{kind}", shape)
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj")
+        (f"encoder.layers.{{n}}.self_attn.{proj}_proj.{kind}", f"v.blk.{{n}}.attn_{proj}.{kind}", shape)
+        for proj in ("k", "v", "q", "out")
         for kind, shape in (("weight", ("v_hidden", "v_hidden")), ("bias", ("v_hidden",)))
     ),
-    ("encoder.layers.{n}.layer_norm1.weight", ("v_hidden",)),
-    ("encoder.layers.{n}.layer_norm1.bias", ("v_hidden",)),
-    ("encoder.layers.{n}.mlp.fc1.weight", ("v_ffn", "v_hidden")),
-    ("encoder.layers.{n}.mlp.fc1.bias", ("v_ffn",)),
-    ("encoder.layers.{n}.mlp.fc2.weight", ("v_hidden", "v_ffn")),
-    ("encoder.layers.{n}.mlp.fc2.bias", ("v_hidden",)),
-    ("encoder.layers.{n}.layer_norm2.weight", ("v_hidden",)),
-    ("encoder.layers.{n}.layer_norm2.bias", ("v_hidden",)),
-    ("post_layernorm.weight", ("v_hidden",)),
-    ("post_layernorm.bias", ("v_hidden",)),
+    ("encoder.layers.{n}.layer_norm1.weight", "v.blk.{n}.ln1.weight", ("v_hidden",)),
+    ("encoder.layers.{n}.layer_norm1.bias", "v.blk.{n}.ln1.bias", ("v_hidden",)),
+    # The published files name fc1 `ffn_down` and fc2 `ffn_up` (spec §9); llama.cpp tells the swap by
+    # shape, so files written this way load there, and a reader must do the same.
+    ("encoder.layers.{n}.mlp.fc1.weight", "v.blk.{n}.ffn_down.weight", ("v_ffn", "v_hidden")),
+    ("encoder.layers.{n}.mlp.fc1.bias", "v.blk.{n}.ffn_down.bias", ("v_ffn",)),
+    ("encoder.layers.{n}.mlp.fc2.weight", "v.blk.{n}.ffn_up.weight", ("v_hidden", "v_ffn")),
+    ("encoder.layers.{n}.mlp.fc2.bias", "v.blk.{n}.ffn_up.bias", ("v_hidden",)),
+    ("encoder.layers.{n}.layer_norm2.weight", "v.blk.{n}.ln2.weight", ("v_hidden",)),
+    ("encoder.layers.{n}.layer_norm2.bias", "v.blk.{n}.ln2.bias", ("v_hidden",)),
+    ("post_layernorm.weight", "v.post_ln.weight", ("v_hidden",)),
+    ("post_layernorm.bias", "v.post_ln.bias", ("v_hidden",)),
 )
 
-# Perceiver resampler, names after "resampler.". `query` and `proj` are bare parameters; `proj`
-# is applied as x @ proj, so its shape is [in, out] (spec §2, §5).
+# Perceiver resampler: (HF name after "resampler.", GGUF name, HF shape). `query` and `proj` are bare
+# parameters. A tuple of GGUF names cuts the tensor into that many equal row blocks, in order: the
+# packed in_proj holds the rows q | k | v (spec §2).
 RESAMPLER_TENSORS = (
-    ("query", ("queries", "embed")),
-    ("proj", ("embed", "embed")),
-    ("kv_proj.weight", ("embed", "v_hidden")),
-    ("attn.in_proj_weight", ("embed_qkv", "embed")),
-    ("attn.in_proj_bias", ("embed_qkv",)),
-    ("attn.out_proj.weight", ("embed", "embed")),
-    ("attn.out_proj.bias", ("embed",)),
-    *((f"{ln}.{kind}", ("embed",)) for ln in ("ln_q", "ln_kv", "ln_post") for kind in ("weight", "bias")),
+    ("query", "resampler.query", ("queries", "embed")),
+    ("proj", "resampler.proj.weight", ("embed", "embed")),
+    ("kv_proj.weight", "resampler.kv.weight", ("embed", "v_hidden")),
+    ("attn.in_proj_weight", tuple(f"resampler.attn.{x}.weight" for x in "qkv"), ("embed_qkv", "embed")),
+    ("attn.in_proj_bias", tuple(f"resampler.attn.{x}.bias" for x in "qkv"), ("embed_qkv",)),
+    ("attn.out_proj.weight", "resampler.attn.out.weight", ("embed", "embed")),
+    ("attn.out_proj.bias", "resampler.attn.out.bias", ("embed",)),
+    *(
+        (f"{ln}.{kind}", f"resampler.{ln}.{kind}", ("embed",))
+        for ln in ("ln_q", "ln_kv", "ln_post")
+        for kind in ("weight", "bias")
+    ),
 )
+# `proj` is applied as x @ proj, so it is stored [in, out] (spec §5); the GGUF holds it transposed,
+# in the [out, in] order of every other matrix, so that ggml's mul_mat computes x @ proj.
+TRANSPOSED = frozenset({RESAMPLER_PREFIX + "proj"})
+# Not in the checkpoint: the resampler's 2-D sincos table over the vision position grid (spec §5),
+# [v_positions, embed], which llama.cpp requires at load time.
+POS_EMBED_K = "resampler.pos_embed_k"
 
 
 def config_dims(config: dict) -> dict[str, int]:
@@ -115,6 +158,7 @@ def config_dims(config: dict) -> dict[str, int]:
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
     # MiniCPM-V deletes the last SigLIP layer from the module (and so from the checkpoint) when asked.
     n_vision_layer = vision["num_hidden_layers"] - (1 if config.get("drop_vision_last_layer") else 0)
+    v_side = vision["image_size"] // vision["patch_size"]  # of the square position grid (70)
     return {
         "vocab": config["vocab_size"],
         "hidden": config["hidden_size"],
@@ -124,7 +168,8 @@ def config_dims(config: dict) -> dict[str, int]:
         "n_layer": config["num_hidden_layers"],
         "v_hidden": vision["hidden_size"],
         "v_ffn": vision["intermediate_size"],
-        "v_positions": (vision["image_size"] // vision["patch_size"]) ** 2,
+        "v_side": v_side,
+        "v_positions": v_side**2,
         "patch": vision["patch_size"],
         "channels": vision.get("num_channels", 3),
         "n_vision_layer": n_vision_layer,
@@ -153,18 +198,24 @@ def llm_tensors(config: dict) -> list[tuple[str, str, tuple[int, ...]]]:
     ]
 
 
-def checkpoint_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every tensor of the HF checkpoint described by ``config``, in module order."""
+def vision_tensors(config: dict) -> list[tuple[str, tuple[str, ...], tuple[int, ...]]]:
+    """(HF name, GGUF names, HF shape) of every vpm. and resampler. tensor; several GGUF names cut the
+    tensor into that many row blocks."""
     dims = config_dims(config)
-    out = [(hf, shape) for hf, _, shape in llm_tensors(config)]
+    out = []
     for prefix, table, n_layer in (
         (VISION_PREFIX, VISION_TENSORS, dims["n_vision_layer"]),
         (RESAMPLER_PREFIX, RESAMPLER_TENSORS, 0),
     ):
-        out += [
-            (prefix + name.format(n=n), tuple(dims[d] for d in shape)) for (name, shape), n in _expand(table, n_layer)
-        ]
+        for (hf, gguf, shape), n in _expand(table, n_layer):
+            names = gguf if isinstance(gguf, tuple) else (gguf.format(n=n),)
+            out.append((prefix + hf.format(n=n), names, tuple(dims[d] for d in shape)))
     return out
+
+
+def checkpoint_tensors(config: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every tensor of the HF checkpoint described by ``config``, in module order."""
+    return [(hf, shape) for hf, _, shape in (*llm_tensors(config), *vision_tensors(config))]
 
 
 def parameter_count(tensors: list[tuple[str, tuple[int, ...]]], prefix: str = "") -> int:

@@ -1,7 +1,9 @@
-"""HF MiniCPM-V 2.6 checkpoint → the LLM GGUF file in the llama.cpp layout (spec §9).
+"""HF MiniCPM-V 2.6 checkpoint → the LLM GGUF file in the llama.cpp layout (spec §9), and the
+machinery that the vision file's converter (``mmproj``) shares.
 
 Streams: shard headers are parsed up front and tensor data memory-mapped, so one output tensor is in
-memory at a time; the file is written under a temporary name and renamed when complete.
+memory at a time; the file is written under a temporary name and renamed when complete. A conversion
+is planned first (config, names, shapes, tokenizer checked), so bad input fails before a byte is written.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from math import prod
 from pathlib import Path
 
@@ -122,16 +126,17 @@ class Checkpoint:
         e = self.entries[name]
         return np.memmap(e.path, dtype=_SAFETENSORS_DTYPES[e.dtype][0], mode="r", offset=e.offset, shape=e.shape)
 
-    def read(self, name: str, out_type: GGMLQuantizationType) -> np.ndarray:
-        """The tensor converted to ``out_type`` (F32, F16 or BF16 bits), a chunk of rows at a time."""
+    def read(self, name: str, out_type: GGMLQuantizationType, rows: slice = slice(None)) -> np.ndarray:
+        """The tensor (or a range of its rows) converted to ``out_type`` (F32, F16 or BF16 bits), a chunk
+        of rows at a time."""
         e = self.entries[name]
-        src = self.raw(name)
+        src = self.raw(name)[rows]
         if out_type == GGMLQuantizationType.BF16 and e.dtype == "BF16":
             return np.array(src)
         to_f32 = _SAFETENSORS_DTYPES[e.dtype][1]
-        out = np.empty(e.shape, dtype=_STORAGE[out_type])
-        rows_out, rows_src = out.reshape(e.shape[0], -1), src.reshape(e.shape[0], -1)
-        for i in range(0, e.shape[0], _ROWS_PER_CHUNK):
+        out = np.empty(src.shape, dtype=_STORAGE[out_type])
+        rows_out, rows_src = out.reshape(src.shape[0], -1), src.reshape(src.shape[0], -1)
+        for i in range(0, src.shape[0], _ROWS_PER_CHUNK):
             values = to_f32(rows_src[i : i + _ROWS_PER_CHUNK])
             if out_type == GGMLQuantizationType.BF16:
                 values = f32_to_bf16_bits(values)
@@ -227,22 +232,86 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> Vocab:
     )  # fmt: skip
 
 
-def _plan(config: dict, ckpt: Checkpoint, weight_type: GGMLQuantizationType):
-    """(HF name, GGUF name, HF shape, output type) of every LLM tensor, checked against the checkpoint."""
-    plan, remaining = [], dict(ckpt.entries)
-    for hf, gguf_name, shape in llm_tensors(config):
-        entry = remaining.pop(hf, None)
+def parse_outtype(outtype: str, choices: dict) -> tuple[LlamaFileType, GGMLQuantizationType]:
+    """(general.file_type, type of the matrices) of an --outtype name."""
+    if outtype not in choices:
+        raise ConversionError(f"unknown outtype {outtype!r}; expected one of {', '.join(choices)}")
+    return choices[outtype]
+
+
+def check_tensors(ckpt: Checkpoint, wanted: Iterable[tuple[str, tuple[int, ...]]], others: tuple[str, ...]) -> None:
+    """Every (name, shape) of ``wanted`` is in the checkpoint with that shape, and every other tensor's
+    name starts with one of ``others`` (those belong to the other GGUF file)."""
+    remaining = dict(ckpt.entries)
+    for name, shape in wanted:
+        entry = remaining.pop(name, None)
         if entry is None:
-            raise ConversionError(f"tensor {hf} is missing from the checkpoint")
+            raise ConversionError(f"tensor {name} is missing from the checkpoint")
         if entry.shape != shape:
-            raise ConversionError(f"tensor {hf} has shape {list(entry.shape)}, expected {list(shape)} from config.json")
-        plan.append((hf, gguf_name, shape, weight_type if len(shape) > 1 else GGMLQuantizationType.F32))
-    # vpm. and resampler. tensors go to the vision file; anything else is unknown.
-    leftovers = sorted(n for n in remaining if not n.startswith((VISION_PREFIX, RESAMPLER_PREFIX)))
+            raise ConversionError(f"tensor {name} has shape {list(entry.shape)}, expected {list(shape)} from config.json")
+    leftovers = sorted(n for n in remaining if not n.startswith(others))
     if leftovers:
         more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
         raise ConversionError(f"unexpected tensors in the checkpoint: {', '.join(leftovers[:5])}{more}")
-    return plan
+
+
+def model_name(config: dict, hf_dir: Path) -> str:
+    """general.name: the model's hub name, or the checkpoint directory's."""
+    return Path(config.get("_name_or_path") or hf_dir.resolve().name).name
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    """One tensor of a GGUF file. ``shape`` is in numpy (torch) order: gguf-py reverses it into ggml's ne.
+    ``load`` returns the data, of that shape and in the storage of ``type``, when it is written."""
+
+    name: str
+    shape: tuple[int, ...]
+    type: GGMLQuantizationType
+    load: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GgufPlan:
+    """Everything one GGUF file will hold, checked against the checkpoint before it is written."""
+
+    arch: str
+    metadata: Callable[[GGUFWriter], None]
+    tensors: list[OutTensor]
+
+    def write(self, out_path: str | Path, progress: bool = True) -> Path:
+        """Write the file under a temporary name, then rename it to ``out_path``; returns ``out_path``."""
+        out_path = Path(out_path)
+        if not out_path.parent.is_dir():
+            raise ConversionError(f"{out_path.parent}: output directory does not exist")
+        # A random suffix rather than mkstemp, whose 0600 mode would stick to the renamed file.
+        tmp = out_path.with_name(f"{out_path.name}.tmp-{secrets.token_hex(4)}")
+        writer = GGUFWriter(tmp, self.arch)
+        try:
+            self.metadata(writer)
+            for t in self.tensors:
+                storage = _STORAGE[t.type]
+                writer.add_tensor_info(t.name, t.shape, storage, prod(t.shape) * storage.itemsize, raw_dtype=t.type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            total = sum(prod(t.shape) for t in self.tensors)
+            with tqdm(total=total, unit="w", unit_scale=True, disable=not progress, desc=out_path.name) as bar:
+                for t in self.tensors:
+                    writer.write_tensor_data(t.load())
+                    bar.update(prod(t.shape))
+            writer.close()
+            os.replace(tmp, out_path)
+        except BaseException:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return out_path
+
+
+def matrix_or_f32(shape: tuple[int, ...], weight_type: GGMLQuantizationType) -> GGMLQuantizationType:
+    """Norms, biases and other 1-D tensors stay F32 (spec §9); the rest take the file's weight type."""
+    return weight_type if len(shape) > 1 else GGMLQuantizationType.F32
 
 
 def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, file_type: LlamaFileType) -> None:
@@ -272,41 +341,26 @@ def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, fil
         writer.add_string(Key.CHAT_TEMPLATE, vocab.chat_template)
 
 
+def llm_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
+    """The LLM file of the checkpoint in ``hf_dir``, checked but not yet written."""
+    hf_dir = Path(hf_dir)
+    file_type, weight_type = parse_outtype(outtype, OUTTYPES)
+    config = read_config(hf_dir)
+    ckpt = Checkpoint(hf_dir)
+    tensors = llm_tensors(config)
+    # vpm. and resampler. tensors go to the vision file.
+    check_tensors(ckpt, ((hf, shape) for hf, _, shape in tensors), others=(VISION_PREFIX, RESAMPLER_PREFIX))
+    vocab = read_vocab(hf_dir, config["vocab_size"])
+    out = []
+    for hf, gguf_name, shape in tensors:
+        out_type = matrix_or_f32(shape, weight_type)
+        out.append(OutTensor(gguf_name, shape, out_type, partial(ckpt.read, hf, out_type)))
+    metadata = partial(
+        _add_metadata, config=config, vocab=vocab, name=model_name(config, hf_dir), file_type=file_type
+    )
+    return GgufPlan(LLM_ARCH, metadata, out)
+
+
 def convert_llm(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", progress: bool = True) -> Path:
     """Write the LLM half of the checkpoint in ``hf_dir`` to ``out_path`` as GGUF; returns ``out_path``."""
-    hf_dir, out_path = Path(hf_dir), Path(out_path)
-    if outtype not in OUTTYPES:
-        raise ConversionError(f"unknown outtype {outtype!r}; expected one of {', '.join(OUTTYPES)}")
-    file_type, weight_type = OUTTYPES[outtype]
-    config = read_config(hf_dir)
-    if not out_path.parent.is_dir():
-        raise ConversionError(f"{out_path.parent}: output directory does not exist")
-    ckpt = Checkpoint(hf_dir)
-    plan = _plan(config, ckpt, weight_type)
-    vocab = read_vocab(hf_dir, config["vocab_size"])
-    name = Path(config.get("_name_or_path") or hf_dir.resolve().name).name
-
-    # A random suffix rather than mkstemp, whose 0600 mode would stick to the renamed file.
-    tmp = out_path.with_name(f"{out_path.name}.tmp-{secrets.token_hex(4)}")
-    writer = GGUFWriter(tmp, LLM_ARCH)
-    try:
-        _add_metadata(writer, config, vocab, name, file_type)
-        for _, gguf_name, shape, out_type in plan:
-            # gguf-py reverses the numpy shape into ggml's ne order itself.
-            storage = _STORAGE[out_type]
-            writer.add_tensor_info(gguf_name, shape, storage, prod(shape) * storage.itemsize, raw_dtype=out_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        total = sum(prod(shape) for *_, shape, _ in plan)
-        with tqdm(total=total, unit="w", unit_scale=True, disable=not progress, desc=out_path.name) as bar:
-            for hf, _, shape, out_type in plan:
-                writer.write_tensor_data(ckpt.read(hf, out_type))
-                bar.update(prod(shape))
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+    return llm_plan(hf_dir, outtype).write(out_path, progress)

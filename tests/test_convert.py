@@ -482,9 +482,9 @@ import sys, time
 from minicpmv.convert import cli
 from minicpmv.convert.hf_to_gguf import Checkpoint
 real = Checkpoint.read
-def slow(self, name, out_type):
+def slow(self, *args, **kwargs):
     time.sleep(0.5)
-    return real(self, name, out_type)
+    return real(self, *args, **kwargs)
 Checkpoint.read = slow
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -509,11 +509,13 @@ def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path):
 def test_cli_writes_llama_cpp_name(tiny_ckpt, tmp_path, capsys):
     from reference import read_gguf
 
-    assert cli_main([str(tiny_ckpt), "--outdir", str(tmp_path / "out"), "--outtype", "f32", "--no-progress"]) == 0
-    assert read_gguf(tmp_path / "out" / "ggml-model-F32.gguf").kv["general.file_type"] == 0
-    assert cli_main([str(tiny_ckpt), "--outfile", str(tmp_path / "x.gguf"), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    assert cli_main([str(tiny_ckpt), "--outdir", str(out), "--outtype", "f32", "--no-vision", "--no-progress"]) == 0
+    assert read_gguf(out / "ggml-model-F32.gguf").kv["general.file_type"] == 0
+    assert cli_main([str(tiny_ckpt), "--outfile", str(tmp_path / "x.gguf"), "--no-vision", "--no-progress"]) == 0
     assert read_gguf(tmp_path / "x.gguf").kv["general.file_type"] == 1  # f16 by default
-    assert capsys.readouterr().out.split() == [str(tmp_path / "out" / "ggml-model-F32.gguf"), str(tmp_path / "x.gguf")]
+    assert capsys.readouterr().out.split() == [str(out / "ggml-model-F32.gguf"), str(tmp_path / "x.gguf")]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ggml-model-F32.gguf", "out", "x.gguf"]
 
 
 def _variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Path:
