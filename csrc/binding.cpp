@@ -5,6 +5,8 @@
 #include "model.h"
 #include "session.h"
 #include "tokenizer.h"
+#include "vision_encoder.h"
+#include "vision_model.h"
 
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
@@ -33,6 +35,27 @@ ggml_type kv_type_from_name(const std::string & name) {
     if (name == "f16") return GGML_TYPE_F16;
     if (name == "f32") return GGML_TYPE_F32;
     throw Error(ErrorCode::invalid_argument, "kv_cache_type must be 'f16' or 'f32', got '" + name + "'");
+}
+
+// An HxWx3 uint8 array (C order) as an RgbImage; anything else is an invalid argument, not a crash.
+RgbImage rgb_from_array(const py::array & any) {
+    if (any.ndim() != 3 || any.shape(2) != 3) {
+        std::string shape;
+        for (py::ssize_t i = 0; i < any.ndim(); ++i) shape += (i ? "x" : "") + std::to_string(any.shape(i));
+        throw Error(ErrorCode::invalid_argument, "an image must be an HxWx3 uint8 RGB array, got shape " + shape);
+    }
+    if (!py::dtype::of<uint8_t>().is(any.dtype())) {
+        throw Error(ErrorCode::invalid_argument, "an image must be a uint8 array, got " + std::string(py::str(any.dtype())));
+    }
+    auto a = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(any);
+    const Size size = checked_size(a.shape(1), a.shape(0), "image");
+    return RgbImage(size, std::vector<uint8_t>(a.data(), a.data() + a.size()));
+}
+
+py::array_t<float> float_array(const std::vector<float> & v, std::vector<py::ssize_t> shape) {
+    py::array_t<float> out(shape);
+    std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
 }
 
 py::dict sampling_dict(const SamplingParams & p) {
@@ -92,6 +115,10 @@ PYBIND11_MODULE(_core, m) {
         return d;
     });
     m.def("default_device", [] { return default_model_params().device; });
+    m.def("position_ids", [](int32_t px, int32_t py, int32_t pos_side) {
+        if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
+        return position_ids(PatchGrid{px, py}, pos_side);
+    }, py::arg("px"), py::arg("py"), py::arg("pos_side") = 70);
 
     py::class_<Tokenizer>(m, "Tokenizer")
         .def(py::init<std::vector<std::string>, const std::vector<std::string> &, std::vector<int32_t>>(), py::arg("tokens"),
@@ -104,13 +131,28 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_vocab", &Tokenizer::n_vocab);
 
     py::class_<Model>(m, "Model")
-        .def(py::init([](const std::string & path, const std::string & device) {
+        .def(py::init([](const std::string & path, const std::string & mmproj, const std::string & device) {
                  ModelParams p = default_model_params();
                  p.device = device;
                  py::gil_scoped_release release;
-                 return std::make_unique<Model>(path, p);
+                 return std::make_unique<Model>(path, mmproj, p);
              }),
-             py::arg("model_path"), py::arg("device") = default_model_params().device)
+             py::arg("model_path"), py::arg("mmproj_path") = "", py::arg("device") = default_model_params().device)
+        .def_property_readonly("has_vision", [](const Model & m) { return m.vision() != nullptr; })
+        .def_property_readonly("vision_config", [](const Model & m) -> py::object {
+            if (m.vision() == nullptr) return py::none();
+            const VisionConfig & c = m.vision()->config();
+            py::dict d;
+            d["n_embd"] = c.n_embd;
+            d["n_ff"] = c.n_ff;
+            d["n_head"] = c.n_head;
+            d["n_layer"] = c.n_layer;
+            d["patch_size"] = c.patch_size;
+            d["image_size"] = c.image_size;
+            d["embed"] = c.embed;
+            d["n_query"] = c.n_query;
+            return d;
+        })
         .def_property_readonly("tokenizer", &Model::tokenizer, py::return_value_policy::reference_internal)
         .def_property_readonly("stop_ids", &Model::stop_ids)
         .def_property_readonly("device", [](const Model & m) { return std::string(ggml_backend_dev_name(m.device())); })
@@ -130,12 +172,61 @@ PYBIND11_MODULE(_core, m) {
             return d;
         })
         .def("chat_prompt",
-             [](const Model & m, const std::vector<std::pair<std::string, std::string>> & turns, bool add_generation_prompt) {
+             [](const Model & m, const py::list & turns, bool add_generation_prompt, bool use_image_id, int32_t max_slice_nums) {
+                 // turns: [(role, [str | HxWx3 uint8 array, ...]), ...]; images are numbered in order.
                  std::vector<ChatTurn> t;
-                 for (const auto & [role, content] : turns) t.push_back({role, content});
-                 return chatml_prompt(m.tokenizer(), t, add_generation_prompt);
+                 std::vector<RgbImage> images;
+                 for (const py::handle turn : turns) {
+                     auto pair = turn.cast<py::tuple>();
+                     ChatTurn ct;
+                     ct.role = pair[0].cast<std::string>();
+                     for (const py::handle part : pair[1].cast<py::list>()) {
+                         if (py::isinstance<py::str>(part)) {
+                             ct.parts.push_back({part.cast<std::string>(), -1});
+                         } else {
+                             images.push_back(rgb_from_array(py::reinterpret_borrow<py::array>(part)));
+                             ct.parts.push_back({"", static_cast<int32_t>(images.size() - 1)});
+                         }
+                     }
+                     t.push_back(std::move(ct));
+                 }
+                 PromptOptions o;
+                 o.add_generation_prompt = add_generation_prompt;
+                 o.use_image_id = use_image_id;
+                 o.slicing.max_slice_nums = max_slice_nums;
+                 if (m.vision() != nullptr) {
+                     o.n_query = m.vision()->config().n_query;
+                     o.slicing.scale_resolution = m.vision()->config().image_size;
+                     o.slicing.patch_size = m.vision()->config().patch_size;
+                 } else if (!images.empty()) {
+                     throw Error(ErrorCode::unsupported, "images need a vision (mmproj) file: pass mmproj_path to Model");
+                 }
+                 py::gil_scoped_release release;
+                 return chatml_prompt(m.tokenizer(), t, std::move(images), o);
              },
-             py::arg("turns"), py::arg("add_generation_prompt") = true);
+             py::arg("turns"), py::arg("add_generation_prompt") = true, py::arg("use_image_id") = true,
+             py::arg("max_slice_nums") = default_slicing_params().max_slice_nums);
+
+    py::class_<Prompt>(m, "Prompt")
+        .def(py::init([](std::vector<int32_t> tokens) { return token_prompt(std::move(tokens)); }), py::arg("tokens"))
+        .def_readonly("tokens", &Prompt::tokens)
+        .def_property_readonly("spans", [](const Prompt & p) {
+            py::list out;
+            for (const Prompt::Span & s : p.spans) out.append(py::make_tuple(s.begin, s.image, s.slice));
+            return out;
+        })
+        .def_property_readonly("grids", [](const Prompt & p) {
+            py::list out;
+            for (const PromptImage & im : p.images) {
+                if (im.plan.slices) {
+                    out.append(py::make_tuple(im.plan.slices->grid.cols, im.plan.slices->grid.rows));
+                } else {
+                    out.append(py::none());
+                }
+            }
+            return out;
+        })
+        .def("__len__", [](const Prompt & p) { return p.tokens.size(); });
 
     py::class_<Session>(m, "Session")
         .def(py::init([](const Model & model, int32_t n_ctx, int32_t n_batch, int32_t n_threads, const std::string & kv_type) {
@@ -163,10 +254,32 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &Session::truncate, py::arg("n"))
+        .def("encode_slices",
+             [](Session & s, const std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> & slices) {
+                 // Each slice: normalised float32 [3, H, W]; returns [n, n_query, embed].
+                 std::vector<VisionInput> inputs;
+                 for (const auto & a : slices) {
+                     if (a.ndim() != 3 || a.shape(0) != 3) throw Error(ErrorCode::invalid_argument, "a slice must be a [3, H, W] array");
+                     VisionInput in;
+                     in.size = checked_size(a.shape(2), a.shape(1), "slice");
+                     in.pixels.assign(a.data(), a.data() + a.size());
+                     inputs.push_back(std::move(in));
+                 }
+                 std::vector<const VisionInput *> ptrs;
+                 for (const VisionInput & in : inputs) ptrs.push_back(&in);
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release release;
+                     out = s.encode_slices(ptrs);
+                 }
+                 const auto per = static_cast<py::ssize_t>(out.size() / std::max<size_t>(1, inputs.size()));
+                 return float_array(out, {static_cast<py::ssize_t>(inputs.size()), per});
+             },
+             py::arg("slices"))
         .def_property_readonly("tokens", &Session::tokens)
         .def_property_readonly("n_ctx", &Session::n_ctx)
         .def("generate",
-             [](Session & s, const std::vector<int32_t> & prompt, int32_t max_new_tokens, bool beam_search, float temperature,
+             [](Session & s, const Prompt & prompt, int32_t max_new_tokens, bool beam_search, float temperature,
                 int32_t top_k, double top_p, float min_p, float repetition_penalty, uint64_t seed, int32_t num_beams,
                 float length_penalty, std::function<bool(py::bytes)> on_piece) {
                  GenerateParams p = default_generate_params();

@@ -59,9 +59,10 @@ int main(int argc, char ** argv) {
         if (!penalty_set) gen.beam.repetition_penalty = default_beam_search_params().repetition_penalty;
         ModelParams mp = default_model_params();
         mp.device = device;
-        Model model(model_path, mp);
+        Model model(model_path, "", mp);
         Session session(model, sp);
-        const std::vector<int32_t> ids = chatml_prompt(model.tokenizer(), {{"user", prompt}});
+        PromptOptions options;
+        const Prompt ids = chatml_prompt(model.tokenizer(), {{"user", {{prompt, -1}}}}, {}, options);
         session.generate(ids, gen, [](const std::string & piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);

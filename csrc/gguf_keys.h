@@ -24,3 +24,19 @@ inline constexpr const char * tokenizer_eos_id = "tokenizer.ggml.eos_token_id";
 inline constexpr const char * tokenizer_chat_template = "tokenizer.chat_template";
 
 }  // namespace minicpmv::keys
+
+namespace minicpmv::keys {
+
+// Vision file (architecture "clip", spec §9)
+inline constexpr const char * clip_projector_type = "clip.projector_type";
+inline constexpr const char * clip_minicpmv_version = "clip.minicpmv_version";
+inline constexpr const char * clip_has_vision_encoder = "clip.has_vision_encoder";
+inline constexpr const char * clip_image_size = "clip.vision.image_size";
+inline constexpr const char * clip_patch_size = "clip.vision.patch_size";
+inline constexpr const char * clip_embedding_length = "clip.vision.embedding_length";
+inline constexpr const char * clip_feed_forward_length = "clip.vision.feed_forward_length";
+inline constexpr const char * clip_head_count = "clip.vision.attention.head_count";
+inline constexpr const char * clip_layer_norm_eps = "clip.vision.attention.layer_norm_epsilon";
+inline constexpr const char * clip_block_count = "clip.vision.block_count";
+
+}  // namespace minicpmv::keys

@@ -6,12 +6,13 @@
 #include "gguf_keys.h"
 #include "model_weights.h"
 #include "tokenizer.h"
+#include "vision_model.h"
 
 namespace minicpmv {
 
 ModelParams default_model_params() { return ModelParams{}; }
 
-Model::Model(const std::string & llm_path, const ModelParams & params) {
+Model::Model(const std::string & llm_path, const std::string & mmproj_path, const ModelParams & params) {
     file_ = std::make_unique<GgufFile>(llm_path);
     config_ = read_llm_config(*file_);
     const std::string tok_model = file_->get_string(keys::tokenizer_model);
@@ -29,10 +30,11 @@ Model::Model(const std::string & llm_path, const ModelParams & params) {
     device_ = select_device(params.device);
     weights_ = std::make_unique<Weights>(*file_, decoder_weight_table(config_), device_);
     decoder_ = bind_decoder_weights(*weights_, config_);
+    if (!mmproj_path.empty()) vision_ = std::make_unique<VisionModel>(mmproj_path, device_, config_.n_embd);
 }
 
 Model::~Model() = default;
 
-size_t Model::weights_bytes() const { return weights_->size_bytes(); }
+size_t Model::weights_bytes() const { return weights_->size_bytes() + (vision_ ? vision_->weights_bytes() : 0); }
 
 }  // namespace minicpmv

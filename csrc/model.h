@@ -15,6 +15,7 @@ namespace minicpmv {
 
 class GgufFile;
 class Tokenizer;
+class VisionModel;
 class Weights;
 
 struct ModelParams {
@@ -26,8 +27,9 @@ ModelParams default_model_params();
 class Model {
   public:
     // Throws Error(io) for a missing/unreadable file, Error(bad_format) for anything that is not a
-    // MiniCPM-V 2.6 (qwen2) LLM GGUF, Error(unsupported) for an unknown device.
-    Model(const std::string & llm_path, const ModelParams & params);
+    // MiniCPM-V 2.6 (qwen2) LLM GGUF (or mmproj file), Error(unsupported) for an unknown device.
+    // mmproj_path may be empty: a text-only model.
+    Model(const std::string & llm_path, const std::string & mmproj_path, const ModelParams & params);
     ~Model();
 
     const LlmConfig & config() const { return config_; }
@@ -36,6 +38,8 @@ class Model {
     ggml_backend_dev_t device() const { return device_; }
     const std::vector<int32_t> & stop_ids() const { return stop_ids_; }  // <|im_end|>, <|endoftext|>
     size_t weights_bytes() const;
+    // The vision half, or nullptr without an mmproj file.
+    const VisionModel * vision() const { return vision_.get(); }
 
   private:
     std::unique_ptr<GgufFile> file_;
@@ -45,6 +49,7 @@ class Model {
     std::unique_ptr<Weights> weights_;
     DecoderWeights decoder_;
     std::vector<int32_t> stop_ids_;
+    std::unique_ptr<VisionModel> vision_;
 };
 
 }  // namespace minicpmv

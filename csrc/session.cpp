@@ -5,6 +5,9 @@
 #include "error.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "resampler.h"
+#include "vision_encoder.h"
+#include "vision_model.h"
 #include "tokenizer.h"
 
 #include <ggml.h>
@@ -68,9 +71,11 @@ Session::~Session() {
     for (ggml_backend_t b : backends_) ggml_backend_free(b);
 }
 
-void Session::decode(const int32_t * tokens, int n_tokens, int n_slots, int n_past, bool all_logits, std::vector<float> & logits) {
+void Session::decode(const int32_t * tokens, const float * embd, int n_tokens, int n_slots, int n_past, bool all_logits,
+                     std::vector<float> & logits) {
     const LlmConfig & c = model_.config();
     DecoderBatch batch;
+    batch.embeddings = embd != nullptr;
     batch.n_tokens = n_tokens;
     batch.n_slots = n_slots;
     batch.n_past = n_past;
@@ -91,7 +96,11 @@ void Session::decode(const int32_t * tokens, int n_tokens, int n_slots, int n_pa
     std::vector<uint16_t> mask;
     fill_positions(batch, positions);
     fill_causal_mask(batch, mask);
-    ggml_backend_tensor_set(in.tokens, tokens, 0, ggml_nbytes(in.tokens));
+    if (embd != nullptr) {
+        ggml_backend_tensor_set(in.embd, embd, 0, ggml_nbytes(in.embd));
+    } else {
+        ggml_backend_tensor_set(in.tokens, tokens, 0, ggml_nbytes(in.tokens));
+    }
     ggml_backend_tensor_set(in.positions, positions.data(), 0, ggml_nbytes(in.positions));
     ggml_backend_tensor_set(in.kq_mask, mask.data(), 0, ggml_nbytes(in.kq_mask));
     const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
@@ -113,16 +122,24 @@ std::vector<float> Session::eval(const std::vector<int32_t> & tokens, bool all_l
                                                          std::to_string(n_vocab - 1) + ")");
         }
     }
+    const std::vector<uint64_t> text_keys(tokens.size(), 0);
+    return append(tokens, nullptr, text_keys.data(), all_logits);
+}
+
+std::vector<float> Session::append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys, bool all_logits) {
     const size_t n_after = tokens_.size() + tokens.size();
     if (n_after > static_cast<size_t>(params_.n_ctx)) {
         throw Error(ErrorCode::context_full, "the conversation needs " + std::to_string(n_after) + " positions but the context holds " +
                                                  std::to_string(params_.n_ctx) + " (raise n_ctx)");
     }
+    const size_t n_embd = static_cast<size_t>(model_.config().n_embd);
     std::vector<float> logits, chunk;
     for (size_t i = 0; i < tokens.size(); i += params_.n_batch) {
-        const int n = static_cast<int>(std::min<size_t>(params_.n_batch, tokens.size() - i));
-        decode(tokens.data() + i, n, 1, static_cast<int>(tokens_.size()), all_logits, chunk);
+        const size_t n = std::min<size_t>(params_.n_batch, tokens.size() - i);
+        decode(tokens.data() + i, embd ? embd + i * n_embd : nullptr, static_cast<int>(n), 1, static_cast<int>(tokens_.size()),
+               all_logits, chunk);
         tokens_.insert(tokens_.end(), tokens.begin() + i, tokens.begin() + i + n);
+        keys_.insert(keys_.end(), keys + i, keys + i + n);
         if (all_logits) {
             logits.insert(logits.end(), chunk.begin(), chunk.end());
         } else {
@@ -134,7 +151,10 @@ std::vector<float> Session::eval(const std::vector<int32_t> & tokens, bool all_l
 
 void Session::truncate(int32_t n) {
     if (n < 0) throw Error(ErrorCode::invalid_argument, "cannot truncate to a negative length");
-    if (static_cast<size_t>(n) < tokens_.size()) tokens_.resize(n);
+    if (static_cast<size_t>(n) < tokens_.size()) {
+        tokens_.resize(n);
+        keys_.resize(n);
+    }
 }
 
 void Session::ensure_slots(int n_slots) {
@@ -160,7 +180,7 @@ class SessionBeamStepper : public BeamStepper {
     void step(const std::vector<int32_t> & parents, const std::vector<int32_t> & tokens, std::vector<float> & logits) override {
         if (n_past_ + 1 > s_.params_.n_ctx) throw Error(ErrorCode::context_full, "beam search reached the end of the context");
         s_.cache_->copy_slots(std::vector<int>(parents.begin(), parents.end()), n_past_);
-        s_.decode(tokens.data(), 1, static_cast<int>(tokens.size()), n_past_, false, logits);
+        s_.decode(tokens.data(), nullptr, 1, static_cast<int>(tokens.size()), n_past_, false, logits);
         ++n_past_;
     }
 
@@ -185,26 +205,149 @@ GenerateResult Session::generate_beams(const std::vector<float> & first_logits, 
     return r;
 }
 
-GenerateResult Session::generate(const std::vector<int32_t> & prompt, const GenerateParams & params, const PieceCallback & on_piece) {
-    if (prompt.empty()) throw Error(ErrorCode::invalid_argument, "the prompt is empty");
+std::vector<float> Session::encode_slices(const std::vector<const VisionInput *> & inputs) {
+    const VisionModel * vision = model_.vision();
+    if (vision == nullptr) throw Error(ErrorCode::unsupported, "this model has no vision (mmproj) file: it cannot read images");
+    const VisionConfig & c = vision->config();
+    const size_t per_slice = static_cast<size_t>(c.n_query) * c.embed;
+    std::vector<float> out(per_slice * inputs.size());
+
+    // Slices are packed into graphs of at most kMaxBatchPatches patches (all of a request's slices
+    // when they fit): one graph amortises the weights' reads, the cap bounds activation memory.
+    constexpr int64_t kMaxBatchPatches = 16 * 1024;
+    size_t first = 0;
+    while (first < inputs.size()) {
+        std::vector<PatchGrid> grids;
+        std::vector<const float *> pixels;
+        int64_t n_max = 0;
+        size_t end = first;
+        while (end < inputs.size()) {
+            const VisionInput & in = *inputs[end];
+            if (in.size.width % c.patch_size != 0 || in.size.height % c.patch_size != 0 ||
+                in.pixels.size() != 3ULL * in.size.width * in.size.height) {
+                throw Error(ErrorCode::invalid_argument, "slice " + std::to_string(end) + " is not a 3-channel image with sides divisible by " +
+                                                             std::to_string(c.patch_size));
+            }
+            const PatchGrid g{in.size.width / c.patch_size, in.size.height / c.patch_size};
+            const int64_t grown = std::max<int64_t>(n_max, g.n_patches());
+            if (end > first && grown * static_cast<int64_t>(grids.size() + 1) > kMaxBatchPatches) break;
+            n_max = grown;
+            grids.push_back(g);
+            pixels.push_back(in.pixels.data());
+            ++end;
+        }
+        const VisionBatch batch = make_vision_batch(grids);
+
+        ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), /*no_alloc =*/true};
+        ggml_context * ctx = ggml_init(ip);
+        ggml_cgraph * gf = ggml_new_graph_custom(ctx, kMaxGraphNodes, false);
+        VisionInputs vin;
+        ResamplerInputs rin;
+        ggml_tensor * hidden = build_vision_graph(ctx, c, vision->weights(), batch, vin);
+        ggml_tensor * emb = build_resampler_graph(ctx, c, vision->weights(), batch, hidden, rin);
+        ggml_set_output(emb);
+        ggml_build_forward_expand(gf, emb);
+        ggml_backend_sched_reset(sched_);
+        if (!ggml_backend_sched_alloc_graph(sched_, gf)) {
+            ggml_free(ctx);
+            throw Error(ErrorCode::io, "cannot allocate the vision graph (out of memory?)");
+        }
+        std::vector<float> patches, pos_embed;
+        std::vector<int32_t> pos_ids;
+        std::vector<uint16_t> attn_mask, key_mask;
+        fill_patches(batch, c.patch_size, pixels, patches);
+        fill_position_ids(batch, c.pos_side, pos_ids);
+        fill_padding_mask(batch, batch.n_max, attn_mask);
+        fill_padding_mask(batch, c.n_query, key_mask);
+        fill_pos_embed(batch, c.embed, pos_embed);
+        ggml_backend_tensor_set(vin.patches, patches.data(), 0, ggml_nbytes(vin.patches));
+        ggml_backend_tensor_set(vin.pos_ids, pos_ids.data(), 0, ggml_nbytes(vin.pos_ids));
+        ggml_backend_tensor_set(vin.attn_mask, attn_mask.data(), 0, ggml_nbytes(vin.attn_mask));
+        ggml_backend_tensor_set(rin.pos_embed, pos_embed.data(), 0, ggml_nbytes(rin.pos_embed));
+        ggml_backend_tensor_set(rin.key_mask, key_mask.data(), 0, ggml_nbytes(rin.key_mask));
+        const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
+        if (status != GGML_STATUS_SUCCESS) {
+            ggml_free(ctx);
+            throw Error(ErrorCode::io, "vision graph failed on the device (status " + std::to_string(status) + ")");
+        }
+        ggml_backend_tensor_get(emb, out.data() + first * per_slice, 0, ggml_nbytes(emb));
+        ggml_free(ctx);
+        first = end;
+    }
+    return out;
+}
+
+GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & params, const PieceCallback & on_piece) {
+    const size_t n_prompt = prompt.tokens.size();
+    if (n_prompt == 0) throw Error(ErrorCode::invalid_argument, "the prompt is empty");
     if (params.max_new_tokens < 0) throw Error(ErrorCode::invalid_argument, "max_new_tokens must be >= 0");
-    if (prompt.size() > static_cast<size_t>(params_.n_ctx)) {
-        throw Error(ErrorCode::context_full, "the prompt has " + std::to_string(prompt.size()) + " tokens but the context holds " +
+    if (n_prompt > static_cast<size_t>(params_.n_ctx)) {
+        throw Error(ErrorCode::context_full, "the prompt has " + std::to_string(n_prompt) + " positions but the context holds " +
                                                  std::to_string(params_.n_ctx) + " (raise n_ctx)");
     }
+    if (!prompt.spans.empty() && model_.vision() == nullptr) {
+        throw Error(ErrorCode::unsupported, "the prompt has images but the model has no vision (mmproj) file");
+    }
+    if (!prompt.spans.empty() && prompt.n_query != model_.vision()->config().n_query) {
+        throw Error(ErrorCode::invalid_argument, "the prompt reserves " + std::to_string(prompt.n_query) +
+                                                     " positions per slice but the resampler makes " +
+                                                     std::to_string(model_.vision()->config().n_query));
+    }
+    const int32_t n_vocab = model_.config().n_vocab;
+    for (int32_t id : prompt.tokens) {
+        if (id < 0 || id >= n_vocab) {
+            throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary");
+        }
+    }
     if (params.beam_search) {
-        if (params.beam.num_beams < 1) throw Error(ErrorCode::invalid_argument, "num_beams must be >= 1");
+        validate(params.beam);
     } else {
         validate(params.sampling);
     }
 
-    // Reuse the longest common prefix; at least the last prompt token is evaluated, for its logits.
+    // Reuse the longest cached prefix (same token and, for image positions, the same image); at
+    // least the last prompt position is evaluated, for its logits.
+    const std::vector<uint64_t> keys = prompt.position_keys();
     size_t reuse = 0;
-    while (reuse < tokens_.size() && reuse + 1 < prompt.size() && tokens_[reuse] == prompt[reuse]) ++reuse;
+    while (reuse < tokens_.size() && reuse + 1 < n_prompt && tokens_[reuse] == prompt.tokens[reuse] && keys_[reuse] == keys[reuse]) {
+        ++reuse;
+    }
     truncate(static_cast<int32_t>(reuse));
 
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> logits = eval(std::vector<int32_t>(prompt.begin() + reuse, prompt.end()));
+    // Encode only the slices whose positions are not cached, all images' slices together.
+    std::vector<std::vector<VisionInput>> slices(prompt.images.size());
+    std::vector<const VisionInput *> needed;
+    std::vector<size_t> span_row(prompt.spans.size(), SIZE_MAX);
+    for (size_t i = 0; i < prompt.spans.size(); ++i) {
+        const Prompt::Span & sp = prompt.spans[i];
+        if (static_cast<size_t>(sp.begin + prompt.n_query) <= reuse) continue;
+        if (slices[sp.image].empty()) slices[sp.image] = preprocess_image(prompt.images[sp.image].image, prompt.slicing);
+        span_row[i] = needed.size();
+        needed.push_back(&slices[sp.image].at(sp.slice));
+    }
+    const std::vector<float> embeddings = needed.empty() ? std::vector<float>() : encode_slices(needed);
+
+    // Walk the rest of the prompt: text runs as token ids, image spans as embeddings.
+    std::vector<float> logits;
+    const size_t n_embd = static_cast<size_t>(model_.config().n_embd);
+    size_t pos = reuse;
+    for (size_t i = 0; i <= prompt.spans.size() && pos < n_prompt; ++i) {
+        const size_t span_begin = i < prompt.spans.size() ? static_cast<size_t>(prompt.spans[i].begin) : n_prompt;
+        if (pos < span_begin) {
+            logits = append(std::vector<int32_t>(prompt.tokens.begin() + pos, prompt.tokens.begin() + span_begin), nullptr,
+                            keys.data() + pos, false);
+            pos = span_begin;
+        }
+        if (i == prompt.spans.size()) break;
+        const size_t span_end = span_begin + prompt.n_query;
+        if (pos < span_end) {
+            const float * e = embeddings.data() + span_row[i] * prompt.n_query * n_embd + (pos - span_begin) * n_embd;
+            logits = append(std::vector<int32_t>(prompt.tokens.begin() + pos, prompt.tokens.begin() + span_end), e,
+                            keys.data() + pos, false);
+            pos = span_end;
+        }
+    }
     const double prefill_ms = ms_since(t0);
 
     const auto t1 = std::chrono::steady_clock::now();
@@ -240,7 +383,7 @@ GenerateResult Session::generate(const std::vector<int32_t> & prompt, const Gene
                 }
             }
             if (static_cast<int32_t>(r.tokens.size()) >= params.max_new_tokens) break;
-            if (prompt.size() + r.tokens.size() >= static_cast<size_t>(params_.n_ctx)) break;  // reply fills the context
+            if (n_prompt + r.tokens.size() >= static_cast<size_t>(params_.n_ctx)) break;  // reply fills the context
             logits = eval({id});
         }
         if (!pending.empty()) {
@@ -250,7 +393,7 @@ GenerateResult Session::generate(const std::vector<int32_t> & prompt, const Gene
     }
     r.decode_ms = ms_since(t1);
     r.prefill_ms = prefill_ms;
-    r.n_prompt = static_cast<int32_t>(prompt.size());
+    r.n_prompt = static_cast<int32_t>(n_prompt);
     r.n_reused = static_cast<int32_t>(reuse);
     return r;
 }

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "beam_search.h"
+#include "chat_template.h"
+#include "image_preprocess.h"
 #include "sampler.h"
 
 #include <cstdint>
@@ -64,15 +66,23 @@ class Session {
     const std::vector<int32_t> & tokens() const { return tokens_; }
     int32_t n_ctx() const { return params_.n_ctx; }
 
-    // Runs a full prompt (the whole conversation so far): its longest cached prefix is reused.
-    GenerateResult generate(const std::vector<int32_t> & prompt, const GenerateParams & params,
-                            const PieceCallback & on_piece = nullptr);
+    // Runs a full prompt (the whole conversation so far): its longest cached prefix is reused, and
+    // only the images whose positions lie past that prefix are encoded.
+    GenerateResult generate(const Prompt & prompt, const GenerateParams & params, const PieceCallback & on_piece = nullptr);
+
+    // The resampler outputs [n_query × embed] of each input, all in batched graphs (spec §4, §5).
+    // Throws Error(unsupported) when the model has no vision file.
+    std::vector<float> encode_slices(const std::vector<const VisionInput *> & inputs);
 
   private:
     friend class SessionBeamStepper;
 
-    // One graph: n_tokens positions in each of n_slots slots from n_past; writes logits rows.
-    void decode(const int32_t * tokens, int n_tokens, int n_slots, int n_past, bool all_logits, std::vector<float> & logits);
+    // One graph: n_tokens positions in each of n_slots slots from n_past, given as token ids or as
+    // embeddings ([n_embd] per position); writes logits rows.
+    void decode(const int32_t * tokens, const float * embd, int n_tokens, int n_slots, int n_past, bool all_logits,
+                std::vector<float> & logits);
+    // Appends positions (ids, or embeddings when embd != nullptr) with their reuse keys to slot 0.
+    std::vector<float> append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys, bool all_logits);
     void ensure_slots(int n_slots);
     GenerateResult generate_beams(const std::vector<float> & first_logits, const GenerateParams & params);
 
@@ -82,6 +92,7 @@ class Session {
     ggml_backend_sched_t sched_ = nullptr;
     std::unique_ptr<KvCache> cache_;
     std::vector<int32_t> tokens_;  // what slot 0 of the cache holds
+    std::vector<uint64_t> keys_;   // per position: 0 for text, else which image embedding (Prompt::position_keys)
     std::vector<uint8_t> graph_buf_;
 };
 

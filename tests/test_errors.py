@@ -157,7 +157,7 @@ def test_bad_generation_parameters(model, kwargs, match):
         (dict(n_threads=-2), minicpmv.InvalidArgumentError, "n_threads"),
         (dict(kv_cache_type="q3"), minicpmv.InvalidArgumentError, "kv_cache_type"),
         (dict(device="warp-drive"), minicpmv.UnsupportedError, "warp-drive"),
-        (dict(mmproj_path="mmproj.gguf"), minicpmv.UnsupportedError, "mmproj"),
+        (dict(mmproj_path="no-such-mmproj.gguf"), minicpmv.ModelFileError, "no-such-mmproj.gguf"),
     ],
 )
 def test_bad_model_parameters(tiny_gguf_f32, kwargs, exc, match):

@@ -5,10 +5,13 @@ Defaults come from the C++ parameter structs (``_core.default_*``), so each live
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import threading
 from typing import Iterator, Sequence
+
+import numpy as np
 
 from . import _core
 
@@ -22,11 +25,39 @@ def _shortest(params: dict) -> dict:
 _SAMPLING = _shortest(_core.default_sampling_params())  # HF chat(sampling=True)
 _BEAMS = _shortest(_core.default_beam_search_params())  # HF chat(sampling=False)
 _SESSION = _core.default_session_params()
+_MAX_SLICE_NUMS = 9  # HF MiniCPMVImageProcessor's default
 
 
-def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, str]]:
+def _as_rgb(part, where: str):
+    """An image part as an HxWx3 uint8 array: PIL images in any mode are converted to RGB as HF's
+    chat() does; numpy arrays (HxW, HxWx3, HxWx4) go through PIL the same way; bytes and paths are
+    opened with PIL."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(part, (bytes, bytearray, os.PathLike)):
+        try:
+            part = Image.open(io.BytesIO(part) if isinstance(part, (bytes, bytearray)) else part)
+            part.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise _core.InvalidArgumentError(f"{where}: not a readable image ({exc})") from None
+    if isinstance(part, np.ndarray):
+        if part.dtype != np.uint8 or part.ndim not in (2, 3) or (part.ndim == 3 and part.shape[2] not in (1, 3, 4)):
+            raise _core.InvalidArgumentError(
+                f"{where}: an image array must be uint8 HxW, HxWx3 or HxWx4, got {part.dtype} {part.shape}"
+            )
+        if part.ndim == 3 and part.shape[2] == 3:
+            return np.ascontiguousarray(part)
+        part = Image.fromarray(part[:, :, 0] if part.ndim == 3 and part.shape[2] == 1 else part)
+    if isinstance(part, Image.Image):
+        if part.width < 1 or part.height < 1:
+            raise _core.InvalidArgumentError(f"{where}: the image is empty ({part.width}x{part.height})")
+        return np.asarray(part.convert("RGB"))
+    raise _core.InvalidArgumentError(f"{where}: content items must be str or images, got {type(part).__name__}")
+
+
+def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, list]]:
     """HF chat()'s message checks (spec §7): user/assistant only, the first from the user, content a
-    string or a list of parts joined with newlines; a non-empty system_prompt becomes a system turn."""
+    string or a list of strings and images; a non-empty system_prompt becomes a system turn."""
     if isinstance(msgs, dict) or not isinstance(msgs, Sequence) or isinstance(msgs, (str, bytes)):
         raise _core.InvalidArgumentError("msgs must be a list of {'role': ..., 'content': ...} dicts")
     if len(msgs) == 0:
@@ -44,15 +75,9 @@ def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, str]]:
         if i == 0 and image is not None and isinstance(content, str):
             content = [image, content]
         parts = [content] if isinstance(content, str) else list(content)
-        for part in parts:
-            if not isinstance(part, str):
-                raise _core.UnsupportedError(
-                    f"msgs[{i}] holds a {type(part).__name__}: image input needs a vision (mmproj) file, "
-                    "which this version does not load yet"
-                )
-        turns.append((role, "\n".join(parts)))
+        turns.append((role, [p if isinstance(p, str) else _as_rgb(p, f"msgs[{i}] item {j}") for j, p in enumerate(parts)]))
     if system_prompt:
-        turns.insert(0, ("system", system_prompt))
+        turns.insert(0, ("system", [system_prompt]))
     return turns
 
 
@@ -73,15 +98,14 @@ class Model:
         device: str = _core.default_device(),
         kv_cache_type: str = _SESSION["kv_cache_type"],
     ):
-        if mmproj_path is not None:
-            raise _core.UnsupportedError("vision (mmproj) files are not supported by this version yet")
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
             if not isinstance(value, int) or value < 1:
                 raise _core.InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
         self.model_path = os.fspath(model_path)
-        self._model = _core.Model(self.model_path, device)
+        self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
+        self._model = _core.Model(self.model_path, self.mmproj_path or "", device)
         self._session = _core.Session(
             self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
         )
@@ -102,9 +126,25 @@ class Model:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._model.tokenizer.decode(list(ids))
 
-    def chat_prompt(self, msgs, system_prompt: str = "", image=None) -> list[int]:
-        """The prompt ids chat() would evaluate for ``msgs`` (ChatML, spec §7)."""
-        return self._model.chat_prompt(_turns_from_msgs(msgs, image, system_prompt), True)
+    def chat_prompt(self, msgs, system_prompt: str = "", image=None, max_slice_nums=None, use_image_id=None) -> list[int]:
+        """The prompt ids chat() would evaluate for ``msgs`` (ChatML, spec §7); image embedding
+        positions hold the <unk> id, as in HF."""
+        return self._prompt(msgs, system_prompt, image, max_slice_nums, use_image_id).tokens
+
+    def _prompt(self, msgs, system_prompt, image, max_slice_nums, use_image_id) -> _core.Prompt:
+        max_slice_nums = _MAX_SLICE_NUMS if max_slice_nums is None else max_slice_nums
+        if not isinstance(max_slice_nums, int) or max_slice_nums < 1:
+            raise _core.InvalidArgumentError(f"max_slice_nums must be a positive integer, got {max_slice_nums!r}")
+        turns = _turns_from_msgs(msgs, image, system_prompt)
+        return self._model.chat_prompt(
+            turns, True, True if use_image_id is None else bool(use_image_id), max_slice_nums
+        )
+
+    def encode_slices(self, slices):
+        """Resampler outputs [n, n_query·embed] for normalised float32 [3, H, W] slices (all in one
+        batch); for tools and tests."""
+        with self._lock:
+            return self._session.encode_slices(list(slices))
 
     def eval(self, ids: Sequence[int], all_logits: bool = False):
         """Appends ``ids`` to the conversation and returns logits (last position, or all)."""
@@ -133,13 +173,17 @@ class Model:
         num_beams: int = _BEAMS["num_beams"],
         length_penalty: float = _BEAMS["length_penalty"],
         seed: int | None = None,
+        max_slice_nums: int | None = None,
+        use_image_id: bool | None = None,
     ) -> str | Iterator[str]:
         """Answers the conversation ``msgs`` like HF ``model.chat(image=None, msgs=msgs, ...)``.
 
         ``sampling=True`` samples (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05);
         ``sampling=False`` is beam search (num_beams 3, repetition_penalty 1.2), and with
         ``num_beams=1, repetition_penalty=1.0`` plain greedy decoding. ``stream=True`` returns a
-        generator of text pieces.
+        generator of text pieces. Images (PIL images, HxWx3 uint8 arrays, encoded bytes or paths) go
+        in the content lists; ``max_slice_nums`` (default 9) and ``use_image_id`` (default True; False
+        for video frames) are HF's.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
@@ -151,7 +195,7 @@ class Model:
                 raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
-        prompt = self.chat_prompt(msgs, system_prompt, image)
+        prompt = self._prompt(msgs, system_prompt, image, max_slice_nums, use_image_id)
         args = dict(
             prompt=prompt,
             max_new_tokens=max_new_tokens,
@@ -183,7 +227,7 @@ class Model:
             raise _core.InvalidArgumentError(f"unknown generate() arguments: {sorted(unknown)}")
         args.update(kwargs)
         with self._lock:
-            return self._session.generate(list(prompt), **args)
+            return self._session.generate(_core.Prompt(list(prompt)), **args)
 
     def _stream(self, args: dict) -> Iterator[str]:
         # The core runs in a thread (GIL released) and hands pieces over a queue; closing the

@@ -1,0 +1,87 @@
+#include "resampler.h"
+
+#include <ggml.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace minicpmv {
+
+namespace {
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+}  // namespace
+
+ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w,
+                                    const VisionBatch & batch, ggml_tensor * vision_out, ResamplerInputs & in) {
+    const int64_t n_slices = static_cast<int64_t>(batch.slices.size());
+    const int64_t n_max = batch.n_max;
+    const int64_t E = c.embed, H = c.resampler_heads, D = E / H, Q = c.n_query;
+
+    in.pos_embed = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, E, n_max, n_slices);
+    ggml_set_input(in.pos_embed);
+    in.key_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, Q, 1, n_slices);
+    ggml_set_input(in.key_mask);
+
+    // kv = ln_kv(kv_proj(x))
+    ggml_tensor * kv = ggml_mul_mat(ctx, w.kv_w, ggml_reshape_2d(ctx, vision_out, c.n_embd, n_max * n_slices));
+    kv = layer_norm(ctx, kv, w.ln_kv_w, w.ln_kv_b, c.eps);
+    ggml_tensor * keys_in = ggml_add(ctx, kv, ggml_reshape_2d(ctx, in.pos_embed, E, n_max * n_slices));
+
+    // q = in_proj_q(ln_q(query)): the same for every slice, computed once per batch
+    ggml_tensor * q = layer_norm(ctx, w.query, w.ln_q_w, w.ln_q_b, c.eps);
+    q = ggml_add(ctx, ggml_mul_mat(ctx, w.attn_q_w, q), w.attn_q_b);
+    q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, q, D, H, Q, 1), 0, 2, 1, 3));  // [D, Q, H, 1]
+    q = ggml_repeat(ctx, q, ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, Q, H, n_slices));
+
+    // attn: keys = in_proj_k(kv + pos), values = in_proj_v(kv)
+    auto heads = [&](ggml_tensor * wt, ggml_tensor * bias, ggml_tensor * x) {
+        ggml_tensor * t = ggml_add(ctx, ggml_mul_mat(ctx, wt, x), bias);
+        return ggml_permute(ctx, ggml_reshape_4d(ctx, t, D, H, n_max, n_slices), 0, 2, 1, 3);  // [D, n_max, H, n_slices]
+    };
+    ggml_tensor * k = heads(w.attn_k_w, w.attn_k_b, keys_in);
+    ggml_tensor * v = heads(w.attn_v_w, w.attn_v_b, kv);
+    ggml_tensor * attn = ggml_flash_attn_ext(ctx, q, k, v, in.key_mask, 1.0f / std::sqrt(static_cast<float>(D)), 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+    ggml_tensor * out = ggml_reshape_2d(ctx, attn, E, Q * n_slices);
+    out = ggml_add(ctx, ggml_mul_mat(ctx, w.attn_out_w, out), w.attn_out_b);
+
+    // ln_post, then x @ proj (proj is stored transposed for mul_mat)
+    out = layer_norm(ctx, out, w.ln_post_w, w.ln_post_b, c.eps);
+    out = ggml_mul_mat(ctx, w.proj, out);
+    ggml_set_name(out, "resampler_out");
+    return ggml_reshape_3d(ctx, out, E, Q, n_slices);
+}
+
+std::vector<float> sincos_2d(const PatchGrid & g, int32_t embed) {
+    // [emb(column), emb(row)], emb(p) = [sin(p·ω_k), cos(p·ω_k)] for k < embed/4, ω_k = 10000^(−k/(embed/4)).
+    const int32_t quarter = embed / 4;
+    std::vector<double> omega(quarter);
+    for (int32_t k = 0; k < quarter; ++k) omega[k] = std::pow(10000.0, -static_cast<double>(k) / quarter);
+    std::vector<float> out(static_cast<size_t>(g.n_patches()) * embed);
+    for (int32_t h = 0; h < g.py; ++h) {
+        for (int32_t x = 0; x < g.px; ++x) {
+            float * e = out.data() + (static_cast<size_t>(h) * g.px + x) * embed;
+            for (int32_t k = 0; k < quarter; ++k) {
+                e[k] = static_cast<float>(std::sin(x * omega[k]));
+                e[quarter + k] = static_cast<float>(std::cos(x * omega[k]));
+                e[2 * quarter + k] = static_cast<float>(std::sin(h * omega[k]));
+                e[3 * quarter + k] = static_cast<float>(std::cos(h * omega[k]));
+            }
+        }
+    }
+    return out;
+}
+
+void fill_pos_embed(const VisionBatch & b, int32_t embed, std::vector<float> & out) {
+    out.assign(static_cast<size_t>(embed) * b.n_max * b.slices.size(), 0.0f);
+    for (size_t s = 0; s < b.slices.size(); ++s) {
+        const std::vector<float> pe = sincos_2d(b.slices[s], embed);
+        std::copy(pe.begin(), pe.end(), out.begin() + static_cast<ptrdiff_t>(s * embed * b.n_max));
+    }
+}
+
+}  // namespace minicpmv

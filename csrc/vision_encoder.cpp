@@ -1,0 +1,162 @@
+#include "vision_encoder.h"
+
+#include "error.h"
+
+#include <ggml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace minicpmv {
+
+VisionBatch make_vision_batch(const std::vector<PatchGrid> & slices) {
+    if (slices.empty()) throw Error(ErrorCode::invalid_argument, "no image slices to encode");
+    VisionBatch b;
+    b.slices = slices;
+    for (const PatchGrid & g : slices) {
+        if (g.px <= 0 || g.py <= 0) throw Error(ErrorCode::invalid_argument, "an image slice has no patches");
+        b.n_max = std::max(b.n_max, g.n_patches());
+    }
+    return b;
+}
+
+namespace {
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+// gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Composed from exact ops because
+// ggml's CPU gelu reads a float16 table (≈1e-3 relative error), too coarse for parity with HF.
+ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x) {
+    const float sqrt_2_over_pi = 0.79788456080286535588f;
+    ggml_tensor * cube = ggml_mul(ctx, ggml_sqr(ctx, x), x);
+    ggml_tensor * inner = ggml_scale(ctx, ggml_add(ctx, x, ggml_scale(ctx, cube, 0.044715f)), sqrt_2_over_pi);
+    return ggml_mul(ctx, x, ggml_scale_bias(ctx, ggml_tanh(ctx, inner), 0.5f, 0.5f));
+}
+
+}  // namespace
+
+ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w,
+                                 const VisionBatch & batch, VisionInputs & in) {
+    const int64_t n_slices = static_cast<int64_t>(batch.slices.size());
+    const int64_t n_max = batch.n_max;
+    const int64_t n_rows = n_max * n_slices;
+    const int64_t patch_len = 3LL * c.patch_size * c.patch_size;
+
+    in.patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, patch_len, n_max, n_slices);
+    ggml_set_input(in.patches);
+    in.pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_rows);
+    ggml_set_input(in.pos_ids);
+    in.attn_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, n_max, 1, n_slices);
+    ggml_set_input(in.attn_mask);
+
+    // embeddings.patch_embedding: the stride-14 convolution is a matrix product over patches
+    ggml_tensor * kernel = ggml_reshape_2d(ctx, w.patch_w, patch_len, c.n_embd);
+    ggml_tensor * x = ggml_mul_mat(ctx, kernel, ggml_reshape_2d(ctx, in.patches, patch_len, n_rows));
+    x = ggml_add(ctx, x, w.patch_b);
+    // embeddings.position_embedding at the bucketized ids
+    x = ggml_add(ctx, x, ggml_get_rows(ctx, w.pos_embd, in.pos_ids));
+
+    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    for (int il = 0; il < c.n_layer; ++il) {
+        const VisionLayer & L = w.layers[il];
+        // encoder.layers[il]: x += out_proj(attn(layer_norm1(x)))
+        ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, c.eps);
+        auto heads = [&](ggml_tensor * wt, ggml_tensor * bias) {
+            ggml_tensor * t = ggml_add(ctx, ggml_mul_mat(ctx, wt, cur), bias);
+            t = ggml_reshape_4d(ctx, t, c.head_dim, c.n_head, n_max, n_slices);
+            return ggml_permute(ctx, t, 0, 2, 1, 3);  // [head_dim, n_max, n_head, n_slices]
+        };
+        ggml_tensor * q = heads(L.q_w, L.q_b);
+        ggml_tensor * k = heads(L.k_w, L.k_b);
+        ggml_tensor * v = heads(L.v_w, L.v_b);
+        ggml_tensor * attn = ggml_flash_attn_ext(ctx, q, k, v, in.attn_mask, kq_scale, 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+        cur = ggml_reshape_2d(ctx, attn, c.n_embd, n_rows);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.out_w, cur), L.out_b);
+        x = ggml_add(ctx, x, cur);
+
+        // x += fc2(gelu_tanh(fc1(layer_norm2(x))))
+        cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, c.eps);
+        cur = gelu_tanh(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.fc1_w, cur), L.fc1_b));
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.fc2_w, cur), L.fc2_b);
+        x = ggml_add(ctx, x, cur);
+        ggml_set_name(x, ("vpm_layer_out_l" + std::to_string(il)).c_str());
+    }
+    x = layer_norm(ctx, x, w.post_ln_w, w.post_ln_b, c.eps);  // post_layernorm
+    ggml_set_name(x, "vpm_out");
+    return ggml_reshape_3d(ctx, x, c.n_embd, n_max, n_slices);
+}
+
+std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {
+    // torch.arange(start, end, step) in float32 computes start + i·step in double, then rounds to
+    // float; its length is ceil((end − start) / step). bucketize(right=True) counts boundaries ≤ x.
+    auto arange_f32 = [](double start, double end, double step) {
+        std::vector<float> v(static_cast<size_t>(std::ceil((end - start) / step)));
+        for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(start + step * static_cast<double>(i));
+        return v;
+    };
+    const std::vector<float> boundaries = arange_f32(1.0 / pos_side, 1.0, 1.0 / pos_side);
+    auto buckets = [&](int32_t n) {
+        std::vector<int32_t> out;
+        for (float frac : arange_f32(0.0, 1.0 - 1e-6, 1.0 / n)) {
+            out.push_back(static_cast<int32_t>(std::upper_bound(boundaries.begin(), boundaries.end(), frac) - boundaries.begin()));
+        }
+        return out;
+    };
+    const std::vector<int32_t> rows = buckets(g.py);
+    const std::vector<int32_t> cols = buckets(g.px);
+    std::vector<int32_t> ids;
+    ids.reserve(static_cast<size_t>(g.n_patches()));
+    for (int32_t r : rows) {
+        for (int32_t col : cols) ids.push_back(r * pos_side + col);
+    }
+    return ids;
+}
+
+void fill_patches(const VisionBatch & b, int32_t p, const std::vector<const float *> & pixels, std::vector<float> & out) {
+    const size_t patch_len = 3ULL * p * p;
+    out.assign(patch_len * b.n_max * b.slices.size(), 0.0f);
+    for (size_t s = 0; s < b.slices.size(); ++s) {
+        const PatchGrid & g = b.slices[s];
+        const size_t W = static_cast<size_t>(g.px) * p, H = static_cast<size_t>(g.py) * p;
+        float * dst_slice = out.data() + s * patch_len * b.n_max;
+        for (int32_t py = 0; py < g.py; ++py) {
+            for (int32_t px = 0; px < g.px; ++px) {
+                // The convolution kernel [p, p, 3, C] flattens as (channel, row, column).
+                float * dst = dst_slice + (static_cast<size_t>(py) * g.px + px) * patch_len;
+                for (int ch = 0; ch < 3; ++ch) {
+                    for (int32_t y = 0; y < p; ++y) {
+                        const float * src = pixels[s] + ch * H * W + (static_cast<size_t>(py) * p + y) * W + static_cast<size_t>(px) * p;
+                        std::copy(src, src + p, dst + (static_cast<size_t>(ch) * p + y) * p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void fill_position_ids(const VisionBatch & b, int32_t pos_side, std::vector<int32_t> & out) {
+    out.assign(static_cast<size_t>(b.n_max) * b.slices.size(), 0);  // padded patches read row 0, then are masked
+    for (size_t s = 0; s < b.slices.size(); ++s) {
+        const std::vector<int32_t> ids = position_ids(b.slices[s], pos_side);
+        std::copy(ids.begin(), ids.end(), out.begin() + static_cast<ptrdiff_t>(s * b.n_max));
+    }
+}
+
+void fill_padding_mask(const VisionBatch & b, int32_t n_rows, std::vector<uint16_t> & out) {
+    const uint16_t zero = ggml_fp32_to_fp16(0.0f);
+    const uint16_t neg_inf = ggml_fp32_to_fp16(-INFINITY);
+    out.resize(static_cast<size_t>(b.n_max) * n_rows * b.slices.size());
+    for (size_t s = 0; s < b.slices.size(); ++s) {
+        const int32_t n = b.slices[s].n_patches();
+        for (int32_t r = 0; r < n_rows; ++r) {
+            uint16_t * row = out.data() + (s * n_rows + r) * b.n_max;
+            for (int32_t j = 0; j < b.n_max; ++j) row[j] = j < n ? zero : neg_inf;
+        }
+    }
+}
+
+}  // namespace minicpmv
