@@ -9,10 +9,12 @@ from ._core import (
     ModelFormatError,
     UnsupportedError,
 )
+from . import video
 from .model import Model
 
 __all__ = [
     "Model",
+    "video",
     "MinicpmvError",
     "InvalidArgumentError",
     "ModelFileError",
