@@ -2,6 +2,10 @@
 // nothing else (STYLE.md §7). Message parsing and the HF-style chat() live in python/minicpmv.
 #include "chat_template.h"
 #include "error.h"
+#include "image.h"
+#include "image_preprocess.h"
+#include "image_resize.h"
+#include "image_slicing.h"
 #include "model.h"
 #include "session.h"
 #include "tokenizer.h"
@@ -14,6 +18,7 @@
 #include <pybind11/stl.h>
 
 #include <map>
+#include <optional>
 
 namespace py = pybind11;
 using namespace minicpmv;
@@ -37,20 +42,30 @@ ggml_type kv_type_from_name(const std::string & name) {
     throw Error(ErrorCode::invalid_argument, "kv_cache_type must be 'f16' or 'f32', got '" + name + "'");
 }
 
-// An HxWx3 uint8 array (C order) as an RgbImage; anything else is an invalid argument, not a crash.
-RgbImage rgb_from_array(const py::array & any) {
-    if (any.ndim() != 3 || any.shape(2) != 3) {
-        std::string shape;
-        for (py::ssize_t i = 0; i < any.ndim(); ++i) shape += (i ? "x" : "") + std::to_string(any.shape(i));
-        throw Error(ErrorCode::invalid_argument, "an image must be an HxWx3 uint8 RGB array, got shape " + shape);
+// A numpy uint8 array of shape (height, width, 3) as an RgbImage (copied); anything else is an
+// invalid argument that names what it got.
+RgbImage rgb_image_from_array(const py::array & array) {
+    if (!array.dtype().is(py::dtype::of<uint8_t>())) {
+        throw Error(ErrorCode::invalid_argument,
+                    "image: expected a uint8 array, got dtype " + py::str(array.dtype()).cast<std::string>());
     }
-    if (!py::dtype::of<uint8_t>().is(any.dtype())) {
-        throw Error(ErrorCode::invalid_argument, "an image must be a uint8 array, got " + std::string(py::str(any.dtype())));
+    if (array.ndim() != 3 || array.shape(2) != RgbImage::kChannels) {
+        throw Error(ErrorCode::invalid_argument, "image: expected shape (height, width, 3), got " +
+                                                     py::str(py::tuple(array.attr("shape"))).cast<std::string>());
     }
-    auto a = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(any);
-    const Size size = checked_size(a.shape(1), a.shape(0), "image");
-    return RgbImage(size, std::vector<uint8_t>(a.data(), a.data() + a.size()));
+    const Size size = checked_size(array.shape(1), array.shape(0), "image");
+    const auto packed = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(array);
+    return RgbImage(size, std::vector<uint8_t>(packed.data(), packed.data() + packed.size()));
 }
+
+py::array_t<uint8_t> array_from_rgb_image(const RgbImage & image) {
+    const Size s = image.size();
+    py::array_t<uint8_t> out(std::vector<py::ssize_t>{s.height, s.width, RgbImage::kChannels});
+    std::copy(image.pixels().begin(), image.pixels().end(), out.mutable_data());
+    return out;
+}
+
+py::tuple size_tuple(Size s) { return py::make_tuple(s.width, s.height); }
 
 py::array_t<float> float_array(const std::vector<float> & v, std::vector<py::ssize_t> shape) {
     py::array_t<float> out(shape);
@@ -115,6 +130,61 @@ PYBIND11_MODULE(_core, m) {
         return d;
     });
     m.def("default_device", [] { return default_model_params().device; });
+    // Image preprocessing (spec §6). Sizes are (width, height) tuples, crops (x, y, width, height).
+    m.def("slice_plan",
+          [](int64_t width, int64_t height, int32_t max_slice_nums, int32_t scale_resolution, int32_t patch_size) {
+              SlicingParams p = default_slicing_params();
+              p.max_slice_nums = max_slice_nums;
+              p.scale_resolution = scale_resolution;
+              p.patch_size = patch_size;
+              const SlicePlan plan = plan_slices(checked_size(width, height, "image"), p);
+              py::dict d;
+              d["overview"] = size_tuple(plan.overview);
+              d["grid"] = py::none();
+              d["refine"] = py::none();
+              py::list slices;
+              if (plan.slices) {
+                  d["grid"] = py::make_tuple(plan.slices->grid.cols, plan.slices->grid.rows);
+                  d["refine"] = size_tuple(plan.slices->refined);
+                  for (const Rect & r : plan.slices->crops) slices.append(py::make_tuple(r.x, r.y, r.size.width, r.size.height));
+              }
+              d["slices"] = slices;
+              return d;
+          },
+          py::arg("width"), py::arg("height"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums,
+          py::arg("scale_resolution") = default_slicing_params().scale_resolution,
+          py::arg("patch_size") = default_slicing_params().patch_size);
+    m.def("resize_rgb",
+          [](const py::array & image, int64_t width, int64_t height) {
+              const RgbImage in = rgb_image_from_array(image);
+              const Size target = checked_size(width, height, "resize target");
+              std::optional<RgbImage> out;
+              {
+                  py::gil_scoped_release release;
+                  out.emplace(resize_bicubic(in, target));
+              }
+              return array_from_rgb_image(*out);
+          },
+          py::arg("image"), py::arg("width"), py::arg("height"));
+    m.def("preprocess_image",
+          [](const py::array & image, int32_t max_slice_nums) {
+              const RgbImage in = rgb_image_from_array(image);
+              SlicingParams p = default_slicing_params();
+              p.max_slice_nums = max_slice_nums;
+              std::vector<VisionInput> inputs;
+              {
+                  py::gil_scoped_release release;
+                  inputs = preprocess_image(in, p);
+              }
+              py::list out;
+              for (const VisionInput & v : inputs) {
+                  py::array_t<float> a(std::vector<py::ssize_t>{RgbImage::kChannels, v.size.height, v.size.width});
+                  std::copy(v.pixels.begin(), v.pixels.end(), a.mutable_data());
+                  out.append(a);
+              }
+              return out;
+          },
+          py::arg("image"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums);
     m.def("position_ids", [](int32_t px, int32_t py, int32_t pos_side) {
         if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
         return position_ids(PatchGrid{px, py}, pos_side);
@@ -184,7 +254,7 @@ PYBIND11_MODULE(_core, m) {
                          if (py::isinstance<py::str>(part)) {
                              ct.parts.push_back({part.cast<std::string>(), -1});
                          } else {
-                             images.push_back(rgb_from_array(py::reinterpret_borrow<py::array>(part)));
+                             images.push_back(rgb_image_from_array(py::reinterpret_borrow<py::array>(part)));
                              ct.parts.push_back({"", static_cast<int32_t>(images.size() - 1)});
                          }
                      }
