@@ -1,4 +1,4 @@
-"""Session-scoped fixtures: the tiny synthetic checkpoint (written once) and its LLM GGUF files."""
+"""Session-scoped fixtures: the tiny synthetic checkpoint (written once) and its LLM and vision GGUF files."""
 
 from __future__ import annotations
 
@@ -32,3 +32,22 @@ def tiny_gguf_f32(tiny_ckpt, tmp_path_factory) -> Path:
 def tiny_gguf_f16(tiny_ckpt, tmp_path_factory) -> Path:
     """The tiny checkpoint's LLM as GGUF with f16 weights, as llama.cpp's default conversion."""
     return _convert(tiny_ckpt, tmp_path_factory, "f16")
+
+
+def _convert_mmproj(tiny_ckpt: Path, tmp_path_factory, outtype: str) -> Path:
+    from minicpmv.convert.mmproj import convert_mmproj
+
+    out = tmp_path_factory.mktemp(f"tiny_mmproj_{outtype}") / f"mmproj-model-{outtype}.gguf"
+    return convert_mmproj(tiny_ckpt, out, outtype=outtype, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj_f32(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's vision encoder and resampler as GGUF with f32 weights (exact bf16 values)."""
+    return _convert_mmproj(tiny_ckpt, tmp_path_factory, "f32")
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj_f16(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's vision file with f16 weights, as the published mmproj-model-f16.gguf."""
+    return _convert_mmproj(tiny_ckpt, tmp_path_factory, "f16")

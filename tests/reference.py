@@ -1,4 +1,5 @@
-"""Independent references for tests: the checkpoint's LLM as transformers' Qwen2, its tokenizer, and a
+"""Independent references for tests: the checkpoint's LLM as transformers' Qwen2, its vision encoder as
+transformers' Idefics2 vision tower, its resampler written here from spec §5, its tokenizer, and a
 GGUF reader built on ggml's own parser.
 
 They read the files directly (safetensors + transformers; ggml's C GGUF parser, the one llama.cpp
@@ -19,6 +20,8 @@ import torch
 from safetensors import safe_open
 
 LLM_PREFIX = "llm."
+VISION_PREFIX = "vpm."
+RESAMPLER_PREFIX = "resampler."
 
 
 def checkpoint_state_dict(ckpt_dir: str | Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -71,6 +74,131 @@ def load_hf_tokenizer(ckpt_dir: str | Path):
     return AutoTokenizer.from_pretrained(str(ckpt_dir))
 
 
+def navit_position_ids(rows: int, cols: int, side: int = 70) -> torch.Tensor:
+    """Position-table row of each patch of a rows×cols grid, row-major (spec §4), as MiniCPM-V's SigLIP
+    computes it: bucketize the fractions arange(0, 1 − 1e-6, 1/n) into side buckets, all float32.
+
+    Not what transformers' Idefics2VisionEmbeddings computes (checked with transformers 5.24): it forms
+    the fractions as arange(n) · float32(1/n), which rounds differently and gives other rows at some sizes
+    (n = 25, 49, 50, 55, 77, …), so the reference replaces those embeddings (NavitEmbeddings below).
+    """
+    boundaries = torch.arange(1 / side, 1.0, 1 / side)
+    row = torch.bucketize(torch.arange(0, 1 - 1e-6, 1 / rows), boundaries, right=True)
+    col = torch.bucketize(torch.arange(0, 1 - 1e-6, 1 / cols), boundaries, right=True)
+    return (row[:, None] * side + col[None, :]).flatten()
+
+
+class NavitEmbeddings(torch.nn.Module):
+    """SigLIP-NaViT patch and position embeddings (spec §4 steps 2, 3), with the checkpoint's names.
+
+    Stands in for Idefics2VisionEmbeddings (same call, same weights) for its position ids only.
+    """
+
+    def __init__(self, hidden: int, channels: int, patch: int, side: int):
+        super().__init__()
+        self.side = side
+        self.patch_embedding = torch.nn.Conv2d(channels, hidden, kernel_size=patch, stride=patch)
+        self.position_embedding = torch.nn.Embedding(side * side, hidden)
+
+    def forward(self, pixel_values: torch.Tensor, patch_attention_mask: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # [B, N, hidden], row-major
+        ids = torch.zeros(patches.shape[:2], dtype=torch.long)
+        for b, mask in enumerate(patch_attention_mask):  # [rows, cols] of real patches, top-left aligned
+            ids[b, mask.flatten()] = navit_position_ids(int(mask[:, 0].sum()), int(mask[0].sum()), self.side)
+        return patches + self.position_embedding(ids)
+
+
+def sincos_2d_reference(embed: int, rows: int, cols: int) -> np.ndarray:
+    """The resampler's key positions for a rows×cols grid (spec §5), in float64, cast to float32 at the end.
+
+    Patch (h, w), row-major, gets [emb(w), emb(h)]; emb(p) = [sin(p·ω), cos(p·ω)], ω_k = 10000^(−k/(embed/4)).
+    """
+    quarter = embed // 4
+    omega = 10000.0 ** (-np.arange(quarter, dtype=np.float64) / quarter)
+
+    def emb(p: np.ndarray) -> np.ndarray:
+        angles = np.outer(p, omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    h, w = np.meshgrid(np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing="ij")
+    return np.concatenate([emb(w.ravel()), emb(h.ravel())], axis=1).astype(np.float32)
+
+
+class Resampler(torch.nn.Module):
+    """MiniCPM-V 2.6's perceiver resampler for one slice (spec §5), with the checkpoint's parameter names."""
+
+    def __init__(self, queries: int, embed: int, kv_width: int, eps: float = 1e-6):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.empty(queries, embed))
+        self.kv_proj = torch.nn.Linear(kv_width, embed, bias=False)
+        # in_proj_weight / in_proj_bias (rows q | k | v) and out_proj, as in the checkpoint.
+        self.attn = torch.nn.MultiheadAttention(embed, embed // 128)
+        self.ln_q = torch.nn.LayerNorm(embed, eps=eps)
+        self.ln_kv = torch.nn.LayerNorm(embed, eps=eps)
+        self.ln_post = torch.nn.LayerNorm(embed, eps=eps)
+        self.proj = torch.nn.Parameter(torch.empty(embed, embed))  # [in, out]: applied as x @ proj
+
+    def forward(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """x: [rows·cols, kv_width] vision features, row-major → [queries, embed]."""
+        kv = self.ln_kv(self.kv_proj(x))
+        pos = torch.from_numpy(sincos_2d_reference(kv.shape[1], rows, cols))
+        q = self.ln_q(self.query)
+        # MultiheadAttention's default layout is [length, batch, embed]; the positions go to the keys only.
+        out = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)[0][:, 0]
+        return self.ln_post(out) @ self.proj
+
+
+def load_vision_reference(ckpt_dir: str | Path):
+    """(vpm, resampler) of the checkpoint, float32, eval mode.
+
+    vpm is transformers' Idefics2VisionTransformer: the same maths and weight names as MiniCPM-V's
+    SigLIP-NaViT (patch conv, learned position table, pre-norm blocks with tanh GELU, post-LayerNorm),
+    with NavitEmbeddings for MiniCPM-V's position ids.
+    """
+    from transformers.models.idefics2.configuration_idefics2 import Idefics2VisionConfig
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
+
+    config = json.loads((Path(ckpt_dir) / "config.json").read_text())
+    v = config["vision_config"]
+    vision = Idefics2VisionConfig(
+        hidden_size=v["hidden_size"],
+        intermediate_size=v["intermediate_size"],
+        num_hidden_layers=v["num_hidden_layers"],
+        num_attention_heads=v["num_attention_heads"],
+        num_channels=3,
+        image_size=v["image_size"],
+        patch_size=v["patch_size"],
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+        attn_implementation="eager",
+    )
+    side = v["image_size"] // v["patch_size"]
+    with torch.device("meta"):
+        vpm = Idefics2VisionTransformer(vision)
+        vpm.embeddings = NavitEmbeddings(v["hidden_size"], 3, v["patch_size"], side)
+        resampler = Resampler(config["query_num"], config["hidden_size"], v["hidden_size"])
+    if config.get("drop_vision_last_layer"):  # as MiniCPM-V does; false in 2.6
+        vpm.encoder.layers = vpm.encoder.layers[:-1]
+    vpm.load_state_dict(checkpoint_state_dict(ckpt_dir, VISION_PREFIX), strict=True, assign=True)
+    resampler.load_state_dict(checkpoint_state_dict(ckpt_dir, RESAMPLER_PREFIX), strict=True, assign=True)
+    return vpm.float().eval(), resampler.float().eval()
+
+
+def reference_slice_embeddings(vpm, resampler, slice_uint8_hwc: np.ndarray) -> np.ndarray:
+    """The 64 LLM embeddings of one slice (H×W×3 uint8, sides multiples of the patch): [queries, embed]."""
+    image = np.asarray(slice_uint8_hwc)
+    patch = vpm.config.patch_size
+    height, width = image.shape[:2]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or height % patch or width % patch:
+        raise ValueError(f"expected H×W×3 uint8 with sides multiples of {patch}, got {image.shape} {image.dtype}")
+    rows, cols = height // patch, width // patch
+    # Spec §4 step 1, in float32 as HF's to-tensor and normalise.
+    pixels = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        features = vpm(pixels, patch_attention_mask=torch.ones(1, rows, cols, dtype=torch.bool)).last_hidden_state
+        return resampler(features[0], rows, cols).numpy()
+
+
 # ggml's gguf_type values (gguf.h) → ggml getter suffix or numpy dtype of array elements.
 _GGUF_SCALARS = {
     0: "u8",
@@ -92,6 +220,10 @@ GGUF_STRING, GGUF_ARRAY = 8, 9
 GGML_STORAGE = {0: np.float32, 1: np.float16, 30: np.uint16}
 
 
+def _gguf_type_name(gguf_type: int) -> str:
+    return "str" if gguf_type == GGUF_STRING else _GGUF_SCALARS[gguf_type]
+
+
 @dataclass
 class GgufTensor:
     type: int  # ggml_type: 0 F32, 1 F16, 30 BF16
@@ -102,6 +234,7 @@ class GgufTensor:
 @dataclass
 class GgufContents:
     kv: dict  # key → int / float / bool / str / list[str] / np.ndarray
+    kv_types: dict[str, str]  # key → "u32", "i32", "f32", "bool", "str", … or "arr[<element type>]"
     tensors: dict[str, GgufTensor]  # in file order
 
 
@@ -115,13 +248,16 @@ def read_gguf(path: str | Path) -> GgufContents:
     if not ctx:
         raise ValueError(f"{path}: ggml cannot parse this GGUF file")
     try:
-        kv = {}
+        kv, kv_types = {}, {}
         for i in range(ggml.gguf_get_n_kv(ctx)):
             key, vtype = ggml.gguf_get_key(ctx, i).decode(), ggml.gguf_get_kv_type(ctx, i)
+            if vtype != GGUF_ARRAY:
+                kv_types[key] = _gguf_type_name(vtype)
             if vtype == GGUF_STRING:
                 kv[key] = ggml.gguf_get_val_str(ctx, i).decode()
             elif vtype == GGUF_ARRAY:
                 atype, n = ggml.gguf_get_arr_type(ctx, i), ggml.gguf_get_arr_n(ctx, i)
+                kv_types[key] = f"arr[{_gguf_type_name(atype)}]"
                 if atype == GGUF_STRING:
                     kv[key] = [ggml.gguf_get_arr_str(ctx, i, j).decode() for j in range(n)]
                 else:
@@ -141,7 +277,7 @@ def read_gguf(path: str | Path) -> GgufContents:
                 offset=data_start + ggml.gguf_get_tensor_offset(ctx, i),
             ).reshape(ne[::-1])  # fmt: skip
             tensors[name.decode()] = GgufTensor(int(t.type), ne, data)
-        return GgufContents(kv, tensors)
+        return GgufContents(kv, kv_types, tensors)
     finally:
         ggml.ggml_free(ggml_ctx)
         ggml.gguf_free(ctx)

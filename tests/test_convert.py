@@ -450,7 +450,7 @@ def test_gguf_bf16_keeps_bits(tiny_ckpt, tmp_path):
 # --- atomic writes and bad input ----------------------------------------------------------------
 
 
-def _leftovers(directory: Path) -> list[str]:
+def leftover_temp_files(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if ".tmp-" in p.name]
 
 
@@ -468,13 +468,13 @@ def test_interrupted_conversion_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch,
     out = tmp_path / "ggml-model-F16.gguf"
     with pytest.raises(type(error)):
         convert_llm(tiny_ckpt, out, progress=False)
-    assert not out.exists() and _leftovers(tmp_path) == []
+    assert not out.exists() and leftover_temp_files(tmp_path) == []
 
     out.write_bytes(b"previous")  # a failed conversion must not clobber an existing file either
     calls.clear()
     with pytest.raises(type(error)):
         convert_llm(tiny_ckpt, out, progress=False)
-    assert out.read_bytes() == b"previous" and _leftovers(tmp_path) == []
+    assert out.read_bytes() == b"previous" and leftover_temp_files(tmp_path) == []
 
 
 _SLOW_CLI = """
@@ -496,9 +496,9 @@ def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path):
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
-    while not _leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+    while not leftover_temp_files(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _leftovers(tmp_path), "the conversion never started writing"
+    assert leftover_temp_files(tmp_path), "the conversion never started writing"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -518,7 +518,7 @@ def test_cli_writes_llama_cpp_name(tiny_ckpt, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ggml-model-F32.gguf", "out", "x.gguf"]
 
 
-def _variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Path:
+def checkpoint_variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Path:
     """A copy of the tiny checkpoint (weights linked, not copied) with config.json edited."""
     out = tmp_path / "variant"
     out.mkdir()
@@ -545,10 +545,10 @@ def _variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Path:
     ],
 )
 def test_bad_checkpoint_is_rejected(tiny_ckpt, tmp_path, changes, message):
-    bad = _variant(tiny_ckpt, tmp_path, **changes)
+    bad = checkpoint_variant(tiny_ckpt, tmp_path, **changes)
     with pytest.raises(ConversionError, match=message.replace("[", r"\[").replace(".", r"\.")):
         convert_llm(bad, tmp_path / "out.gguf", progress=False)
-    assert not (tmp_path / "out.gguf").exists() and _leftovers(tmp_path) == []
+    assert not (tmp_path / "out.gguf").exists() and leftover_temp_files(tmp_path) == []
 
 
 def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
@@ -558,7 +558,7 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
     with pytest.raises(ConversionError, match="no config.json"):
         convert_llm(tmp_path / "empty", tmp_path / "out.gguf")
 
-    bad = _variant(tiny_ckpt, tmp_path)
+    bad = checkpoint_variant(tiny_ckpt, tmp_path)
     (bad / "tokenizer.json").unlink()
     (bad / "vocab.json").unlink()
     with pytest.raises(ConversionError, match="no tokenizer.json, nor vocab.json"):
