@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--outdir",
         type=Path,
-        help="write each file not named by --outfile / --vision-outfile here, under llama.cpp's name "
-        "(default: HF_DIR)",
+        help="write each file not named by --outfile / --vision-outfile here, under llama.cpp's name (default: HF_DIR)",
     )
     parser.add_argument("--outfile", type=Path, help="write the LLM file exactly here")
     parser.add_argument("--vision-outfile", type=Path, help="write the vision file exactly here")

@@ -248,7 +248,9 @@ def check_tensors(ckpt: Checkpoint, wanted: Iterable[tuple[str, tuple[int, ...]]
         if entry is None:
             raise ConversionError(f"tensor {name} is missing from the checkpoint")
         if entry.shape != shape:
-            raise ConversionError(f"tensor {name} has shape {list(entry.shape)}, expected {list(shape)} from config.json")
+            raise ConversionError(
+                f"tensor {name} has shape {list(entry.shape)}, expected {list(shape)} from config.json"
+            )
     leftovers = sorted(n for n in remaining if not n.startswith(others))
     if leftovers:
         more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
@@ -355,9 +357,7 @@ def llm_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
     for hf, gguf_name, shape in tensors:
         out_type = matrix_or_f32(shape, weight_type)
         out.append(OutTensor(gguf_name, shape, out_type, partial(ckpt.read, hf, out_type)))
-    metadata = partial(
-        _add_metadata, config=config, vocab=vocab, name=model_name(config, hf_dir), file_type=file_type
-    )
+    metadata = partial(_add_metadata, config=config, vocab=vocab, name=model_name(config, hf_dir), file_type=file_type)
     return GgufPlan(LLM_ARCH, metadata, out)
 
 

@@ -58,9 +58,15 @@ def spec_mmproj(c: dict) -> dict[str, tuple[str | None, str]]:
         g, h = f"v.blk.{n}.", f"vpm.encoder.layers.{n}."
         for k in ("weight", "bias"):
             out |= {g + f"attn_{x}.{k}": (h + f"self_attn.{x}_proj.{k}", "as is") for x in ("q", "k", "v", "out")}
-            out |= {g + f"ln1.{k}": (h + f"layer_norm1.{k}", "as is"), g + f"ln2.{k}": (h + f"layer_norm2.{k}", "as is")}
+            out |= {
+                g + f"ln1.{k}": (h + f"layer_norm1.{k}", "as is"),
+                g + f"ln2.{k}": (h + f"layer_norm2.{k}", "as is"),
+            }
             # The published quirk: fc1 under ffn_down, fc2 under ffn_up.
-            out |= {g + f"ffn_down.{k}": (h + f"mlp.fc1.{k}", "as is"), g + f"ffn_up.{k}": (h + f"mlp.fc2.{k}", "as is")}
+            out |= {
+                g + f"ffn_down.{k}": (h + f"mlp.fc1.{k}", "as is"),
+                g + f"ffn_up.{k}": (h + f"mlp.fc2.{k}", "as is"),
+            }
     return out
 
 
