@@ -40,8 +40,8 @@ from .hf_to_gguf import (
 
 # The published vision file is f16 (spec §10); q8_0 is not written yet.
 MMPROJ_OUTTYPES = {name: OUTTYPES[name] for name in ("f32", "f16")}
-# llama.cpp's resampler graph adds the query and the positional table in f32; its own converter keeps
-# them f32 too.
+# 2-D but never converted by llama.cpp's own converter (it converts 2-D `.weight` tensors only), so the
+# published file holds them in f32.
 _ALWAYS_F32 = frozenset({"resampler.query", POS_EMBED_K})
 # Spec §4 step 1: x = (u8/255 − 0.5) / 0.5 per channel.
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
