@@ -91,11 +91,24 @@ ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, con
 }
 
 std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {
-    // torch.arange(start, end, step) in float32 computes start + i·step in double, then rounds to
-    // float; its length is ceil((end − start) / step). bucketize(right=True) counts boundaries ≤ x.
+    // torch.arange(start, end, step) in float32 as its CPU kernel computes it (checked bit for bit
+    // against torch 2.13 for n up to 400): length ceil((end − start) / step); values in blocks of two
+    // 8-float vectors, each vector from a float base = float(start + step·p) plus j·step in double,
+    // rounded to float; the tail past the last whole pair of vectors as float(start + step·i).
+    // bucketize(right=True) then counts the boundaries ≤ x.
     auto arange_f32 = [](double start, double end, double step) {
+        constexpr size_t kLanes = 8;
         std::vector<float> v(static_cast<size_t>(std::ceil((end - start) / step)));
-        for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(start + step * static_cast<double>(i));
+        const size_t n_vector = v.size() / (2 * kLanes) * (2 * kLanes);
+        for (size_t i = 0; i < v.size(); ++i) {
+            if (i < n_vector) {
+                const size_t p = i / kLanes * kLanes;
+                const float base = static_cast<float>(start + step * static_cast<double>(p));
+                v[i] = static_cast<float>(static_cast<double>(base) + static_cast<double>(i - p) * step);
+            } else {
+                v[i] = static_cast<float>(start + step * static_cast<double>(i));
+            }
+        }
         return v;
     };
     const std::vector<float> boundaries = arange_f32(1.0 / pos_side, 1.0, 1.0 / pos_side);
