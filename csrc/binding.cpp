@@ -382,6 +382,7 @@ PYBIND11_MODULE(_core, m) {
                  d["stop_reason"] = r.stop_reason;
                  d["n_prompt"] = r.n_prompt;
                  d["n_reused"] = r.n_reused;
+                 d["n_encoded"] = r.n_encoded;
                  d["prefill_ms"] = r.prefill_ms;
                  d["decode_ms"] = r.decode_ms;
                  return d;

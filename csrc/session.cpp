@@ -395,6 +395,7 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
     r.prefill_ms = prefill_ms;
     r.n_prompt = static_cast<int32_t>(n_prompt);
     r.n_reused = static_cast<int32_t>(reuse);
+    r.n_encoded = static_cast<int32_t>(needed.size());
     return r;
 }
 

@@ -44,6 +44,7 @@ struct GenerateResult {
     std::string stop_reason;      // "stop", "length" or "cancelled"
     int32_t n_prompt = 0;         // prompt positions
     int32_t n_reused = 0;         // of which were already in the cache
+    int32_t n_encoded = 0;        // image slices run through the vision encoder for this prompt
     double prefill_ms = 0.0;
     double decode_ms = 0.0;
 };

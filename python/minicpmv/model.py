@@ -110,6 +110,9 @@ class Model:
             self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
         )
         self._lock = threading.Lock()
+        # The core's report on the latest chat(): tokens, stop reason, prompt positions reused from
+        # the cache, image slices encoded, timings.
+        self.last_result: dict | None = None
 
     # --- tokens ------------------------------------------------------------------------------
     @property
@@ -211,7 +214,8 @@ class Model:
         )
         if not stream:
             with self._lock:
-                return self._session.generate(**args)["text"]
+                self.last_result = self._session.generate(**args)
+                return self.last_result["text"]
         return self._stream(args)
 
     def generate(self, prompt: Sequence[int], **kwargs) -> dict:
@@ -243,7 +247,7 @@ class Model:
         def run():
             try:
                 with self._lock:
-                    self._session.generate(**args, on_piece=on_piece)
+                    self.last_result = self._session.generate(**args, on_piece=on_piece)
             except BaseException as exc:  # handed to the consumer, raised there
                 pieces.put(exc)
             finally:

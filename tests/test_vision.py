@@ -1,0 +1,226 @@
+"""Images end to end against the reference pipeline (tests/reference_chat.py: HF MiniCPM-V chat()
+rebuilt from transformers' Idefics2VisionTransformer, a torch.nn.MultiheadAttention resampler, Pillow
+and the checkpoint's tokenizer) on the tiny synthetic checkpoint.
+
+Tolerances: F32 files compute what the float32 reference computes (measured ≤ 1e-6 relative on the
+resampler outputs; bound 1e-4). F16 vision weights round each weight to 11 significant bits (measured
+≤ 7.5e-4; bound 3e-3).
+"""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import minicpmv
+from reference import load_hf_tokenizer, load_qwen2_reference, load_vision_reference, navit_position_ids
+from reference import reference_slice_embeddings
+from reference_chat import hf_slices, reference_greedy, reference_inputs_embeds, reference_prompt
+
+GREEDY = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=16)
+
+
+def picture(width: int, height: int, seed: int) -> Image.Image:
+    """Smooth gradients, stripes and a little noise: structure for the resize and the encoder."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 127 + 120 * np.sin(x / (7 + seed) + y / 31)
+    g = 255 * x / max(width - 1, 1)
+    b = 255 * ((x // 9 + y // 13) % 2)
+    img = np.stack([r, g, b], axis=-1) + rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def references(tiny_ckpt):
+    vpm, resampler = load_vision_reference(tiny_ckpt)
+    return load_qwen2_reference(tiny_ckpt), vpm, resampler, load_hf_tokenizer(tiny_ckpt)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf_f32, tiny_mmproj_f32):
+    return minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, n_ctx=4096, kv_cache_type="f32")
+
+
+def normalised(piece: Image.Image) -> np.ndarray:
+    return ((np.asarray(piece, dtype=np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+def test_position_ids_equal_torch_bucketize():
+    for n in range(1, 129):
+        for rows, cols in ((n, 1), (1, n), (n, n), (n, 129 - n)):
+            expected = navit_position_ids(rows, cols).flatten().tolist()
+            assert minicpmv._core.position_ids(cols, rows) == expected, (rows, cols)
+
+
+@pytest.mark.parametrize("vision_type,bound", [("f32", 1e-4), ("f16", 3e-3)])
+def test_slices_of_different_sizes_batched_equal_the_reference(request, tiny_gguf_f32, references, vision_type, bound):
+    _, vpm, resampler, _ = references
+    model = minicpmv.Model(tiny_gguf_f32, mmproj_path=request.getfixturevalue(f"tiny_mmproj_{vision_type}"))
+    rng = np.random.default_rng(1)
+    sizes = [(448, 448), (364, 546), (14, 28), (602, 336), (1008, 14)]  # (W, H), multiples of 14
+    slices = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+    ours = model.encode_slices([np.ascontiguousarray(normalised(Image.fromarray(s))) for s in slices])
+    for size, piece, row in zip(sizes, slices, ours):
+        theirs = reference_slice_embeddings(vpm, resampler, piece)
+        err = np.abs(row.reshape(theirs.shape) - theirs).max() / np.abs(theirs).max()
+        assert err <= bound, (size, err)
+
+
+def make_video(path, seconds: int, fps: int = 4, size=(640, 360)):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_image(picture(*size, seed=i))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def conversations(tmp_path_factory):
+    video = tmp_path_factory.mktemp("video") / "clip.mp4"
+    make_video(video, seconds=6)
+    frames = minicpmv.video.load_frames(video)
+    assert len(frames) == 6
+    return {
+        "one image": ([{"role": "user", "content": [picture(800, 600, 1), "What is in the picture?"]}], {}),
+        "three images": (
+            [{"role": "user", "content": [picture(500, 500, 2), picture(300, 200, 3), picture(1920, 1080, 4),
+                                          "Compare the three pictures."]}],
+            {},
+        ),
+        "two-shot": (
+            [
+                {"role": "user", "content": [picture(448, 448, 5), "What colour dominates?"]},
+                {"role": "assistant", "content": "Red."},
+                {"role": "user", "content": [picture(640, 480, 6), "What colour dominates?"]},
+                {"role": "assistant", "content": "Green."},
+                {"role": "user", "content": [picture(1000, 3000, 7), "What colour dominates?"]},
+            ],
+            {},
+        ),
+        "video": (
+            [{"role": "user", "content": frames + ["Describe the video."]}],
+            dict(use_image_id=False, max_slice_nums=2),
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    return conversations(tmp_path_factory)
+
+
+@pytest.mark.parametrize("name", ["one image", "three images", "two-shot", "video"])
+def test_chat_with_images_equals_the_reference(model, references, cases, name):
+    qwen2, vpm, resampler, tokenizer = references
+    msgs, options = cases[name]
+    ids, slices = reference_prompt(tokenizer, msgs, **options)
+    # Prompt ids, markers and embedding positions included.
+    assert model.chat_prompt(msgs, **options) == ids
+
+    # The embedding sequence: our slices and their resampler outputs against the reference's.
+    images = [c for m in msgs if not isinstance(m["content"], str) for c in m["content"] if isinstance(c, Image.Image)]
+    ours = [a for img in images for a in minicpmv._core.preprocess_image(np.asarray(img), options.get("max_slice_nums", 9))]
+    assert [a.shape for a in ours] == [normalised(s).shape for s in slices]
+    for a, s in zip(ours, slices):
+        assert np.abs(a - normalised(s)).max() <= 1 / 127.5
+    embedded = model.encode_slices(ours)
+    for row, s in zip(embedded, slices):
+        theirs = reference_slice_embeddings(vpm, resampler, np.asarray(s))
+        assert np.abs(row.reshape(theirs.shape) - theirs).max() <= 1e-4 * np.abs(theirs).max()
+
+    # The answer: 16 greedy tokens.
+    embeds = reference_inputs_embeds(qwen2, vpm, resampler, tokenizer, ids, slices)
+    expected = reference_greedy(qwen2, embeds, model._model.stop_ids, 16)
+    model.reset()
+    text = model.chat(msgs, **options, **GREEDY)
+    assert model.last_result["tokens"] == expected
+    assert text == model.detokenize(expected)
+
+
+def test_an_image_is_encoded_once_per_conversation(model):
+    img = picture(800, 600, 11)
+    msgs = [{"role": "user", "content": [img, "Describe it."]}]
+    model.reset()
+    answer = model.chat(msgs, **GREEDY)
+    first = model.last_result
+    assert first["n_encoded"] == 5  # overview + 2×2 slices
+    msgs += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And the colours?"}]
+    model.chat(msgs, **GREEDY)
+    assert model.last_result["n_encoded"] == 0
+    assert model.last_result["n_reused"] >= first["n_prompt"]
+    # A different image in the same place is encoded again.
+    msgs[0] = {"role": "user", "content": [picture(800, 600, 12), "Describe it."]}
+    model.chat(msgs, **GREEDY)
+    assert model.last_result["n_encoded"] == 5
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_any_pil_mode_is_converted_to_rgb_as_hf_does(model, mode):
+    rgb = picture(300, 200, 13)
+    img = rgb.convert(mode)
+    expected = model.chat_prompt([{"role": "user", "content": [img.convert("RGB"), "?"]}])
+    assert model.chat_prompt([{"role": "user", "content": [img, "?"]}]) == expected
+    model.reset()
+    assert isinstance(model.chat([{"role": "user", "content": [img, "?"]}], max_new_tokens=2, seed=0), str)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (20000, 20), (20, 20000)])
+def test_extreme_sizes_are_handled(model, size):
+    img = Image.new("RGB", size, (200, 30, 90))
+    pieces, grid = hf_slices(img)
+    ours = minicpmv._core.preprocess_image(np.asarray(img))
+    assert [a.shape[1:] for a in ours] == [(p.height, p.width) for p in pieces]
+    model.reset()
+    assert isinstance(model.chat([{"role": "user", "content": [img, "What is this?"]}], max_new_tokens=2, seed=0), str)
+
+
+def test_encoded_bytes_and_arrays_are_images(model):
+    img = picture(300, 200, 14)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    expected = model.chat_prompt([{"role": "user", "content": [img, "?"]}])
+    assert model.chat_prompt([{"role": "user", "content": [buf.getvalue(), "?"]}]) == expected
+    assert model.chat_prompt([{"role": "user", "content": [np.asarray(img), "?"]}]) == expected
+
+
+def test_bad_images_are_clear_errors(model, tiny_gguf_f32):
+    with pytest.raises(minicpmv.InvalidArgumentError, match="not a readable image"):
+        model.chat([{"role": "user", "content": [b"definitely not a PNG", "?"]}])
+    with pytest.raises(minicpmv.InvalidArgumentError, match="uint8"):
+        model.chat([{"role": "user", "content": [np.zeros((8, 8, 3), np.float32), "?"]}])
+    with pytest.raises(minicpmv.InvalidArgumentError, match="empty"):
+        model.chat([{"role": "user", "content": [Image.new("RGB", (0, 0)), "?"]}])
+    with pytest.raises(minicpmv.InvalidArgumentError, match="max_slice_nums"):
+        model.chat([{"role": "user", "content": [picture(30, 30, 0), "?"]}], max_slice_nums=0)
+    text_only = minicpmv.Model(tiny_gguf_f32)
+    with pytest.raises(minicpmv.UnsupportedError, match="mmproj"):
+        text_only.chat([{"role": "user", "content": [picture(30, 30, 0), "?"]}])
+
+
+def test_more_images_than_the_context_holds(tiny_gguf_f32, tiny_mmproj_f32):
+    small = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, n_ctx=512)
+    msgs = [{"role": "user", "content": [picture(1344, 1344, i) for i in range(3)] + ["?"]}]
+    with pytest.raises(minicpmv.ContextFullError, match="context holds 512"):
+        small.chat(msgs, max_new_tokens=4)
+    assert small.last_result is None
+    assert isinstance(small.chat([{"role": "user", "content": [picture(100, 100, 0), "?"]}], max_new_tokens=2, seed=0), str)
+
+
+def test_mismatched_files_are_rejected(tiny_gguf_f32, tiny_mmproj_f32):
+    with pytest.raises(minicpmv.ModelFormatError, match="architecture is 'clip'"):
+        minicpmv.Model(tiny_mmproj_f32)
+    with pytest.raises(minicpmv.ModelFormatError, match="expected 'clip'"):
+        minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_gguf_f32)
+
+
+def test_position_ids_are_not_plain_floor():
+    # spec §4: nominally floor(70·j/n), but float32 rounding puts some boundaries one lower (n = 25, …).
+    assert minicpmv._core.position_ids(25, 1) != [(70 * j) // 25 for j in range(25)]
