@@ -151,38 +151,54 @@ void Sampler::softmax_candidates() {
 void Sampler::top_p_filter() {
     // HF TopPLogitsWarper: sort ascending, cumulative probability (torch's CPU cumsum accumulates in
     // double and stores float32), remove every token whose cumulative value is <= float32(1 - top_p),
-    // keep the largest token regardless (min_tokens_to_keep = 1). Here the order is descending with
-    // ties broken by id; position i is removed when the mass of positions >= i is <= the threshold,
-    // which is a suffix, so only a head of the candidates needs sorting.
+    // keep the largest token regardless (min_tokens_to_keep = 1). Seen in descending order (ties by
+    // id), position i goes when the mass of positions >= i is <= the threshold: a suffix. Its start is
+    // found by quickselect on that mass, so a wide distribution costs O(n), not a sort of the vocabulary;
+    // only the last block is sorted, and there the sums run in HF's order.
     softmax_candidates();
     const float threshold = static_cast<float>(1.0 - params_.top_p);
     const auto before = [](const Candidate & a, const Candidate & b) {
         return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
     };
-    const size_t n = cand_.size();
-    size_t keep = n;
-    for (size_t head = std::min<size_t>(n, 512);; head = std::min(n, head * 8)) {
-        std::partial_sort(cand_.begin(), cand_.begin() + head, cand_.end(), before);
-        double cum = 0.0;
-        for (size_t j = head; j < n; ++j) {
-            cum += cand_[j].prob;
+    constexpr size_t kSortBlock = 256;
+    // The selection permutes a copy: cand_ keeps its id order, so the draw stays independent of how
+    // the standard library's nth_element arranges things.
+    order_.assign(cand_.begin(), cand_.end());
+    // Invariant: positions < lo are kept, positions >= hi are removed, `tail` is the mass at
+    // positions >= hi, and [lo, hi) holds exactly the candidates that rank there.
+    size_t lo = 0;
+    size_t hi = order_.size();
+    double tail = 0.0;
+    for (bool first = true; hi - lo > kSortBlock; first = false) {
+        // Usually the kept set is small: try a cut right after the first block before bisecting.
+        const size_t mid = first ? lo + kSortBlock : lo + (hi - lo) / 2;
+        std::nth_element(order_.begin() + lo, order_.begin() + mid, order_.begin() + hi, before);
+        double upper = 0.0;
+        for (size_t j = mid; j < hi; ++j) {
+            upper += order_[j].prob;
         }
-        size_t i = head;
-        while (i > 1) {
-            cum += cand_[i - 1].prob;
-            if (static_cast<float>(cum) > threshold) {
-                break;
-            }
-            --i;
-        }
-        // i is now the first removed position (or 1 when all but the largest go). If even the last
-        // position of the head is kept, the cut lies further on: widen the head.
-        if (i < head || head == n) {
-            keep = i;
-            break;
+        if (static_cast<float>(tail + upper) > threshold) {
+            lo = mid + 1;  // position mid stays, and so does everything ranked above it
+        } else {
+            hi = mid;
+            tail += upper;
         }
     }
-    cand_.resize(keep);
+    std::sort(order_.begin() + lo, order_.begin() + hi, before);
+    size_t first_removed = hi;
+    double cum = tail;
+    while (first_removed > lo) {
+        cum += order_[first_removed - 1].prob;
+        if (static_cast<float>(cum) > threshold) {
+            break;
+        }
+        --first_removed;
+    }
+    // When everything would go (top_p = 0), lo is 0 and position 0 holds the largest token.
+    const Candidate last_kept = order_[std::max<size_t>(first_removed, 1) - 1];
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
+                               [&](const Candidate & c) { return before(last_kept, c); }),
+                cand_.end());
 }
 
 void Sampler::min_p_filter() {

@@ -59,7 +59,8 @@ class Sampler {  // owns its RNG; one per session, not thread-safe
 
     SamplingParams params_;
     std::mt19937_64 rng_;  // fully specified by the standard, so a seed reproduces across platforms
-    std::vector<Candidate> cand_;  // scratch kept between calls to avoid reallocating per token
+    std::vector<Candidate> cand_;   // the surviving tokens, in id order; kept between calls to avoid
+    std::vector<Candidate> order_;  // reallocating per token. order_: top-p's selection workspace
     std::vector<float> scratch_;
 };
 

@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 core = pytest.importorskip("minicpmv._core")
 
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel  # noqa: E402
-from transformers.modeling_outputs import CausalLMOutput  # noqa: E402
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
 
 if not (hasattr(core, "sample_token") and hasattr(core, "beam_search_toy")):
     pytest.fail("minicpmv._core lacks the sampler test helpers sample_token / beam_search_toy", pytrace=False)
@@ -94,7 +94,7 @@ def _hf_processed(row, generated, *, do_sample, temperature=1.0, top_k=0, top_p=
             return forced
         return row
 
-    cfg = dict(do_sample=do_sample, repetition_penalty=float(penalty))
+    cfg = {"do_sample": do_sample, "repetition_penalty": float(penalty)}
     if do_sample:
         cfg.update(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
     out = _hf_generate(
@@ -152,13 +152,13 @@ def _random_case(rng):
     n_vocab = int(rng.integers(20, 121))
     row = (rng.normal(size=n_vocab) * rng.uniform(1.0, 4.0)).astype(np.float32)
     generated = rng.integers(0, n_vocab, size=int(rng.integers(0, 30))).tolist()
-    params = dict(
-        temperature=float(rng.choice([0.7, 1.0, rng.uniform(0.3, 1.5)])),
-        top_k=int(rng.choice([100, 0, 1, int(rng.integers(1, n_vocab + 5))])),
-        top_p=float(rng.choice([0.8, 1.0, 0.0, rng.uniform(0.05, 0.99)])),
-        min_p=float(rng.choice([0.0, 0.0, rng.uniform(0.01, 0.3)])),
-        penalty=float(rng.choice([1.05, 1.0, rng.uniform(0.8, 1.5)])),
-    )
+    params = {
+        "temperature": float(rng.choice([0.7, 1.0, rng.uniform(0.3, 1.5)])),
+        "top_k": int(rng.choice([100, 0, 1, int(rng.integers(1, n_vocab + 5))])),
+        "top_p": float(rng.choice([0.8, 1.0, 0.0, rng.uniform(0.05, 0.99)])),
+        "min_p": float(rng.choice([0.0, 0.0, rng.uniform(0.01, 0.3)])),
+        "penalty": float(rng.choice([1.05, 1.0, rng.uniform(0.8, 1.5)])),
+    }
     if params["top_p"] == 1.0 and rng.random() < 0.5:
         # Ties at the top-k cut: HF keeps every token equal to the k-th value. (Ties are left out of
         # top-p cases, where torch.sort leaves the order of equal values unspecified.)
@@ -173,9 +173,7 @@ def test_chat_defaults_distribution_matches_hf():
     for _ in range(6):
         row = (rng.normal(size=80) * 3).astype(np.float32)
         generated = rng.integers(0, 80, size=12).tolist()
-        _check_distribution(
-            row, generated, 20000, temperature=0.7, top_k=100, top_p=0.8, min_p=0.0, penalty=1.05
-        )
+        _check_distribution(row, generated, 20000, temperature=0.7, top_k=100, top_p=0.8, min_p=0.0, penalty=1.05)
 
 
 def test_random_filter_chains_match_hf():
@@ -186,8 +184,8 @@ def test_random_filter_chains_match_hf():
 
 
 def test_top_p_cut_beyond_the_first_sorted_block():
-    # 1200 near-equal tokens in a larger vocabulary, top-k off: HF keeps about 1050 of them, past the
-    # first block the sampler sorts, so the widening path must find the same boundary as a full sort.
+    # 1200 near-equal tokens in a larger vocabulary, top-k off: HF keeps 1005 of them, far past the
+    # first block the sampler sorts, so its quickselect must find the same boundary as a full sort.
     rng = np.random.default_rng(3)
     row = np.full(4000, -12.0, dtype=np.float32)
     row[:1200] = rng.normal(size=1200).astype(np.float32) * 0.3
