@@ -7,6 +7,7 @@
 #include "image_resize.h"
 #include "image_slicing.h"
 #include "model.h"
+#include "quantize.h"
 #include "session.h"
 #include "tokenizer.h"
 #include "vision_encoder.h"
@@ -71,6 +72,14 @@ py::array_t<float> float_array(const std::vector<float> & v, std::vector<py::ssi
     py::array_t<float> out(shape);
     std::copy(v.begin(), v.end(), out.mutable_data());
     return out;
+}
+
+// The numpy storage of a quantize() source: bf16 travels as its uint16 bit pattern (numpy has no bf16).
+py::dtype source_dtype(ggml_type t) {
+    if (t == GGML_TYPE_F32) return py::dtype::of<float>();
+    if (t == GGML_TYPE_F16) return py::dtype("float16");
+    if (t == GGML_TYPE_BF16) return py::dtype::of<uint16_t>();
+    throw Error(ErrorCode::invalid_argument, "quantize: the source must be f32, f16 or bf16, got type " + std::to_string(t));
 }
 
 py::dict sampling_dict(const SamplingParams & p) {
@@ -189,6 +198,36 @@ PYBIND11_MODULE(_core, m) {
         if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
         return position_ids(PatchGrid{px, py}, pos_side);
     }, py::arg("px"), py::arg("py"), py::arg("pos_side") = 70);
+
+    m.def("quantize",
+          [](const py::array & src, int src_type, int dst_type, int n_threads) {
+              // Rows are the last axis, as in ggml (ne[0]); the result is uint8 [..., bytes per row].
+              const auto st = static_cast<ggml_type>(src_type), dt = static_cast<ggml_type>(dst_type);
+              if (!src.dtype().is(source_dtype(st))) {
+                  throw Error(ErrorCode::invalid_argument, "quantize: a " + std::string(ggml_type_name(st)) + " source must be a " +
+                                                               py::str(source_dtype(st)).cast<std::string>() + " array, got " +
+                                                               py::str(src.dtype()).cast<std::string>());
+              }
+              if (src.ndim() < 1 || !(src.flags() & py::array::c_style)) {
+                  throw Error(ErrorCode::invalid_argument, "quantize: the source must be a C-contiguous array of at least one axis");
+              }
+              const int64_t n_per_row = src.shape(src.ndim() - 1);
+              const size_t row_bytes = quantized_row_size(dt, n_per_row);
+              const int64_t nrows = static_cast<int64_t>(src.size()) / n_per_row;
+              std::vector<py::ssize_t> shape(src.shape(), src.shape() + src.ndim());
+              shape.back() = static_cast<py::ssize_t>(row_bytes);
+              py::array_t<uint8_t> out(shape);
+              uint8_t * dst = out.mutable_data();
+              const void * data = src.data();
+              {
+                  py::gil_scoped_release release;
+                  quantize_rows(dt, dst, st, data, nrows, n_per_row, n_threads);
+              }
+              return out;
+          },
+          py::arg("src"), py::arg("src_type"), py::arg("dst_type"), py::arg("n_threads") = 0,
+          "ggml's quantization of the rows of `src` (f32 / f16 / bf16 as uint16) into `dst_type` (ggml type ids), "
+          "multi-threaded; returns the bytes as uint8 [..., row bytes].");
 
     py::class_<Tokenizer>(m, "Tokenizer")
         .def(py::init<std::vector<std::string>, const std::vector<std::string> &, std::vector<int32_t>>(), py::arg("tokens"),
