@@ -224,3 +224,19 @@ def test_mismatched_files_are_rejected(tiny_gguf_f32, tiny_mmproj_f32):
 def test_position_ids_are_not_plain_floor():
     # spec §4: nominally floor(70·j/n), but float32 rounding puts some boundaries one lower (n = 25, …).
     assert minicpmv._core.position_ids(25, 1) != [(70 * j) // 25 for j in range(25)]
+
+
+def test_cli_answers_about_an_image(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "picture.png"
+    picture(400, 300, 21).save(path)
+    args = ["chat", "-m", str(tiny_gguf_f32), "--mmproj", str(tiny_mmproj_f32), "--image", str(path), "-n", "6", "--greedy"]
+    out = subprocess.run([sys.executable, "-m", "minicpmv.cli", *args, "What is this?"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32)
+    expected = model.chat([{"role": "user", "content": [Image.open(path), "What is this?"]}], sampling=False, num_beams=1,
+                          repetition_penalty=1.0, max_new_tokens=6)
+    assert out.stdout == expected + "\n"

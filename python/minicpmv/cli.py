@@ -1,20 +1,29 @@
 """``minicpmv``: the command line.
 
     minicpmv chat -m ggml-model-Q4_K_M.gguf "Write a haiku about GGUF"
+    minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --image cat.jpg "What is this?"
+    minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --video clip.mp4 "Describe the video."
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from . import _core
-from .model import _BEAMS, _SAMPLING, _SESSION, Model
+from . import _core, video
+from .model import _BEAMS, _MAX_SLICE_NUMS, _SAMPLING, _SESSION, Model
 
 
 def _chat(args: argparse.Namespace) -> int:
-    model = Model(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
-    msgs = [{"role": "user", "content": args.prompt}]
+    model = Model(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+    content = [Path(p) for p in args.image]
+    max_slice_nums, use_image_id = args.max_slice_nums, None
+    if args.video:
+        # The model card's video recipe (spec §7): frames without ids, at most 2 slices each.
+        content += video.load_frames(args.video, max_frames=args.max_frames)
+        max_slice_nums, use_image_id = args.max_slice_nums or 2, False
+    msgs = [{"role": "user", "content": content + [args.prompt]}]
     sampling = not args.beam_search and not args.greedy
     options = dict(
         sampling=sampling,
@@ -26,6 +35,8 @@ def _chat(args: argparse.Namespace) -> int:
         repetition_penalty=1.0 if args.greedy and args.repetition_penalty is None else args.repetition_penalty,
         num_beams=1 if args.greedy else args.num_beams,
         seed=args.seed,
+        max_slice_nums=max_slice_nums,
+        use_image_id=use_image_id,
     )
     if sampling or args.greedy:
         for piece in model.chat(msgs, stream=True, **options):
@@ -43,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     chat = sub.add_parser("chat", help="answer one prompt (streams the reply)")
     chat.add_argument("prompt")
     chat.add_argument("-m", "--model", required=True, help="the LLM GGUF (ggml-model-<TYPE>.gguf)")
+    chat.add_argument("--mmproj", default=None, help="the vision GGUF (mmproj-model-f16.gguf), for images and video")
+    chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    chat.add_argument("--video", default=None, help="a video file: sampled at 1 frame/s (PyAV)")
+    chat.add_argument("--max-frames", type=int, default=64)
+    chat.add_argument("--max-slice-nums", type=int, default=None, help=f"slices per image (default {_MAX_SLICE_NUMS}, video 2)")
     chat.add_argument("-n", "--max-new-tokens", type=int, default=2048)
     chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION["n_ctx"])
     chat.add_argument("-t", "--threads", type=int, default=None)
