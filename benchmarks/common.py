@@ -28,6 +28,18 @@ def full_model(cache_dir: Path, outtype: str = "f16") -> Path:
     return gguf
 
 
+def full_mmproj(cache_dir: Path, outtype: str = "f16") -> Path:
+    """The `full` checkpoint's vision file (SigLIP-400M + resampler), converted once and cached."""
+    from minicpmv.convert.mmproj import convert_mmproj
+
+    full_model(cache_dir, "f16")  # writes the checkpoint if needed
+    path = cache_dir / f"mmproj-model-{outtype.lower()}.gguf"
+    if not path.exists():
+        print(f"converting to {path} (once) ...", flush=True)
+        convert_mmproj(cache_dir / "full-hf", path, outtype=outtype, progress=True)
+    return path
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
