@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from . import ConversionError
-from .hf_to_gguf import OUTTYPES, llm_plan
+from .hf_to_gguf import llm_plan
 from .mmproj import MMPROJ_OUTTYPES, mmproj_plan
+from .quant_rules import VARIANTS
 
 EXIT_BAD_INPUT = 2  # argparse's own code for a bad command line
 
@@ -22,9 +23,21 @@ def main(argv: list[str] | None = None) -> int:
         "complete or not at all.",
     )
     parser.add_argument("hf_dir", type=Path, help="checkpoint directory (config.json, safetensors, tokenizer files)")
-    parser.add_argument("--outtype", choices=sorted(OUTTYPES), default="f16", help="type of the LLM's 2-D weights")
     parser.add_argument(
-        "--vision-outtype", choices=sorted(MMPROJ_OUTTYPES), default="f16", help="type of the vision file's weights"
+        "--outtype",
+        type=str.upper,
+        choices=list(VARIANTS),
+        default="F16",
+        metavar="TYPE",
+        help=f"the LLM file's size variant, any case: {', '.join(VARIANTS)} (default F16; the _S/_M/_L types are "
+        "llama.cpp's per-tensor mixes)",
+    )
+    parser.add_argument(
+        "--vision-outtype",
+        type=str.upper,
+        choices=MMPROJ_OUTTYPES,
+        default="F16",
+        help="type of the vision file's matrices (default F16; Q8_0 keeps the patch and position embeddings f16)",
     )
     parser.add_argument(
         "--outdir",
@@ -46,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     outdir = args.outdir or args.hf_dir
     jobs = []  # (plan maker, output type, output path)
     if not args.vision_only:
-        jobs.append((llm_plan, args.outtype, args.outfile or outdir / f"ggml-model-{args.outtype.upper()}.gguf"))
+        jobs.append((llm_plan, args.outtype, args.outfile or outdir / f"ggml-model-{args.outtype}.gguf"))
     if not args.no_vision:
-        out = args.vision_outfile or outdir / f"mmproj-model-{args.vision_outtype}.gguf"
+        out = args.vision_outfile or outdir / f"mmproj-model-{args.vision_outtype.lower()}.gguf"
         jobs.append((mmproj_plan, args.vision_outtype, out))
     if len({out.resolve() for *_, out in jobs}) < len(jobs):
         parser.error("--outfile and --vision-outfile name the same file")

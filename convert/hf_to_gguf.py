@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import struct
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from math import prod
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, quant_shape_to_byte_shape
 from tqdm import tqdm
 
 from . import ConversionError
@@ -33,16 +34,13 @@ from .gguf_layout import (
     TOKEN_USER_DEFINED,
     VISION_PREFIX,
     Key,
+    config_dims,
     llm_tensors,
 )
+from .quant_rules import llm_tensor_type, parse_variant, tensor_nbytes
 
-# --outtype → (general.file_type, type of the 2-D weights). 1-D tensors (norms, biases) stay F32.
-OUTTYPES = {
-    "f32": (LlamaFileType.ALL_F32, GGMLQuantizationType.F32),
-    "f16": (LlamaFileType.MOSTLY_F16, GGMLQuantizationType.F16),
-    "bf16": (LlamaFileType.MOSTLY_BF16, GGMLQuantizationType.BF16),
-}
-# numpy storage of each output type; bf16 is kept as its uint16 bit pattern.
+# numpy storage of the float types; bf16 is kept as its uint16 bit pattern. Quantized tensors are
+# stored as uint8 rows of their blocks' bytes.
 _STORAGE = {
     GGMLQuantizationType.F32: np.dtype(np.float32),
     GGMLQuantizationType.F16: np.dtype(np.float16),
@@ -64,12 +62,23 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-# safetensors dtype → (numpy storage dtype, reader of float32 values from it)
+# safetensors dtype → (numpy storage dtype, reader of float32 values from it, the same type in ggml)
 _SAFETENSORS_DTYPES = {
-    "BF16": (np.uint16, bf16_bits_to_f32),
-    "F16": (np.float16, lambda a: a.astype(np.float32)),
-    "F32": (np.float32, lambda a: a),
+    "BF16": (np.uint16, bf16_bits_to_f32, GGMLQuantizationType.BF16),
+    "F16": (np.float16, lambda a: a.astype(np.float32), GGMLQuantizationType.F16),
+    "F32": (np.float32, lambda a: a, GGMLQuantizationType.F32),
 }
+
+
+def quantize(values: np.ndarray, src_type: GGMLQuantizationType, out_type: GGMLQuantizationType, name: str) -> np.ndarray:
+    """``values`` (rows on the last axis; f32, f16 or bf16 bits) in ``out_type``, by ggml's own routines
+    in the native core, on every core: uint8 [..., bytes per row]."""
+    from minicpmv import _core  # the native module; float conversions do not need it
+
+    try:
+        return _core.quantize(np.ascontiguousarray(values), int(src_type), int(out_type))
+    except _core.MinicpmvError as e:
+        raise ConversionError(f"tensor {name}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,12 @@ class Checkpoint:
         return np.memmap(e.path, dtype=_SAFETENSORS_DTYPES[e.dtype][0], mode="r", offset=e.offset, shape=e.shape)
 
     def read(self, name: str, out_type: GGMLQuantizationType, rows: slice = slice(None)) -> np.ndarray:
-        """The tensor (or a range of its rows) converted to ``out_type`` (F32, F16 or BF16 bits), a chunk
-        of rows at a time."""
+        """The tensor (or a range of its rows) converted to ``out_type``: F32, F16 or BF16 bits a chunk of
+        rows at a time, a quantized type by ggml straight from the stored values."""
         e = self.entries[name]
         src = self.raw(name)[rows]
+        if out_type not in _STORAGE:
+            return quantize(src, _SAFETENSORS_DTYPES[e.dtype][2], out_type, name)
         if out_type == GGMLQuantizationType.BF16 and e.dtype == "BF16":
             return np.array(src)
         to_f32 = _SAFETENSORS_DTYPES[e.dtype][1]
@@ -232,13 +243,6 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> Vocab:
     )  # fmt: skip
 
 
-def parse_outtype(outtype: str, choices: dict) -> tuple[LlamaFileType, GGMLQuantizationType]:
-    """(general.file_type, type of the matrices) of an --outtype name."""
-    if outtype not in choices:
-        raise ConversionError(f"unknown outtype {outtype!r}; expected one of {', '.join(choices)}")
-    return choices[outtype]
-
-
 def check_tensors(ckpt: Checkpoint, wanted: Iterable[tuple[str, tuple[int, ...]]], others: tuple[str, ...]) -> None:
     """Every (name, shape) of ``wanted`` is in the checkpoint with that shape, and every other tensor's
     name starts with one of ``others`` (those belong to the other GGUF file)."""
@@ -265,7 +269,8 @@ def model_name(config: dict, hf_dir: Path) -> str:
 @dataclass(frozen=True)
 class OutTensor:
     """One tensor of a GGUF file. ``shape`` is in numpy (torch) order: gguf-py reverses it into ggml's ne.
-    ``load`` returns the data, of that shape and in the storage of ``type``, when it is written."""
+    ``load`` returns the data when it is written: of that shape in the storage of ``type`` for F32, F16
+    and BF16, uint8 [..., bytes per row] for a quantized type."""
 
     name: str
     shape: tuple[int, ...]
@@ -283,37 +288,95 @@ class GgufPlan:
 
     def write(self, out_path: str | Path, progress: bool = True) -> Path:
         """Write the file under a temporary name, then rename it to ``out_path``; returns ``out_path``."""
-        out_path = Path(out_path)
+        return write_plans([(self, Path(out_path))], progress)[0]
+
+
+# Temporary files are named <output name>.tmp-<pid>-<random>: the pid tells a later run whether the
+# writer is still alive, the random part keeps two writers in one process apart.
+_TEMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(out_path: Path) -> None:
+    """Delete the temporary files that killed runs (SIGKILL, power loss) left beside ``out_path``; the
+    files of writers still running are kept."""
+    for path in out_path.parent.glob(f"{out_path.name}.tmp-*"):
+        m = _TEMP.search(path.name)
+        if m and path.name[: m.start()] == out_path.name and not _process_alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+
+
+class _PendingFile:
+    """One GGUF file being written under a temporary name beside its destination: nothing is ever at the
+    destination but a complete file, and a failure removes the temporary file."""
+
+    def __init__(self, plan: GgufPlan, out_path: Path):
         if not out_path.parent.is_dir():
             raise ConversionError(f"{out_path.parent}: output directory does not exist")
+        remove_stale_temp_files(out_path)
+        self.out_path = out_path
         # A random suffix rather than mkstemp, whose 0600 mode would stick to the renamed file.
-        tmp = out_path.with_name(f"{out_path.name}.tmp-{secrets.token_hex(4)}")
-        writer = GGUFWriter(tmp, self.arch)
+        self.tmp = out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        self.writer = GGUFWriter(self.tmp, plan.arch)
         try:
-            self.metadata(writer)
-            for t in self.tensors:
-                storage = _STORAGE[t.type]
-                writer.add_tensor_info(t.name, t.shape, storage, prod(t.shape) * storage.itemsize, raw_dtype=t.type)
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            total = sum(prod(t.shape) for t in self.tensors)
-            with tqdm(total=total, unit="w", unit_scale=True, disable=not progress, desc=out_path.name) as bar:
-                for t in self.tensors:
-                    writer.write_tensor_data(t.load())
-                    bar.update(prod(t.shape))
-            writer.close()
-            os.replace(tmp, out_path)
+            plan.metadata(self.writer)
+            for t in plan.tensors:
+                if t.type in _STORAGE:
+                    storage, shape = _STORAGE[t.type], t.shape
+                else:
+                    storage, shape = np.dtype(np.uint8), quant_shape_to_byte_shape(t.shape, t.type)
+                self.writer.add_tensor_info(t.name, shape, storage, tensor_nbytes(t.shape, t.type), raw_dtype=t.type)
+            self.writer.write_header_to_file()
+            self.writer.write_kv_data_to_file()
+            self.writer.write_ti_data_to_file()
         except BaseException:
-            writer.close()
-            tmp.unlink(missing_ok=True)
+            self.abort()
             raise
-        return out_path
+
+    def commit(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.out_path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
-def matrix_or_f32(shape: tuple[int, ...], weight_type: GGMLQuantizationType) -> GGMLQuantizationType:
-    """Norms, biases and other 1-D tensors stay F32 (spec §9); the rest take the file's weight type."""
-    return weight_type if len(shape) > 1 else GGMLQuantizationType.F32
+def write_plans(jobs: list[tuple[GgufPlan, Path]], progress: bool = True) -> list[Path]:
+    """Write several files whose plans list the same source tensors in the same order, tensor by tensor:
+    all files' tensor i, then all files' tensor i + 1, the files wanting the same type one after the
+    other, so that loads which cache their last source tensor and their last result read each source
+    tensor once and compute each type once. Each file appears complete, or not at all."""
+    counts = {len(plan.tensors) for plan, _ in jobs}
+    if len(counts) != 1:
+        raise ValueError(f"plans written together must have the same tensors, got counts {sorted(counts)}")
+    pending: list[_PendingFile] = []
+    try:
+        for plan, out_path in jobs:
+            pending.append(_PendingFile(plan, Path(out_path)))
+        first = jobs[0][0].tensors
+        desc = pending[0].out_path.name if len(jobs) == 1 else f"{len(jobs)} files"
+        with tqdm(total=sum(prod(t.shape) for t in first), unit="w", unit_scale=True, disable=not progress, desc=desc) as bar:
+            for i, t in enumerate(first):
+                for k in sorted(range(len(jobs)), key=lambda k: jobs[k][0].tensors[i].type):
+                    pending[k].writer.write_tensor_data(jobs[k][0].tensors[i].load())
+                bar.update(prod(t.shape))
+        for p in pending:
+            p.commit()
+    except BaseException:
+        for p in pending:
+            p.abort()
+        raise
+    return [p.out_path for p in pending]
 
 
 def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, file_type: LlamaFileType) -> None:
@@ -344,21 +407,30 @@ def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, fil
 
 
 def llm_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
-    """The LLM file of the checkpoint in ``hf_dir``, checked but not yet written."""
+    """The LLM file of the checkpoint in ``hf_dir`` as size variant ``outtype`` (spec §10), checked but
+    not yet written."""
     hf_dir = Path(hf_dir)
-    file_type, weight_type = parse_outtype(outtype, OUTTYPES)
+    variant = parse_variant(outtype)
     config = read_config(hf_dir)
     ckpt = Checkpoint(hf_dir)
     tensors = llm_tensors(config)
     # vpm. and resampler. tensors go to the vision file.
     check_tensors(ckpt, ((hf, shape) for hf, _, shape in tensors), others=(VISION_PREFIX, RESAMPLER_PREFIX))
     vocab = read_vocab(hf_dir, config["vocab_size"])
+    n_layer, gqa = llm_layers_and_gqa(config)
     out = []
     for hf, gguf_name, shape in tensors:
-        out_type = matrix_or_f32(shape, weight_type)
+        out_type = llm_tensor_type(variant, gguf_name, shape, n_layer, gqa)
         out.append(OutTensor(gguf_name, shape, out_type, partial(ckpt.read, hf, out_type)))
-    metadata = partial(_add_metadata, config=config, vocab=vocab, name=model_name(config, hf_dir), file_type=file_type)
+    metadata = partial(
+        _add_metadata, config=config, vocab=vocab, name=model_name(config, hf_dir), file_type=variant.file_type
+    )
     return GgufPlan(LLM_ARCH, metadata, out)
+
+
+def llm_layers_and_gqa(config: dict) -> tuple[int, int]:
+    """(layers, query heads per KV head): what the variants' per-layer rules depend on."""
+    return config_dims(config)["n_layer"], config["num_attention_heads"] // config["num_key_value_heads"]
 
 
 def convert_llm(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", progress: bool = True) -> Path:

@@ -26,20 +26,11 @@ from .gguf_layout import (
     config_dims,
     vision_tensors,
 )
-from .hf_to_gguf import (
-    OUTTYPES,
-    Checkpoint,
-    GgufPlan,
-    OutTensor,
-    check_tensors,
-    matrix_or_f32,
-    model_name,
-    parse_outtype,
-    read_config,
-)
+from .hf_to_gguf import Checkpoint, GgufPlan, OutTensor, check_tensors, model_name, quantize, read_config
+from .quant_rules import FLOAT_TYPES, parse_variant, vision_tensor_type
 
-# The published vision file is f16 (spec §10); q8_0 is not written yet.
-MMPROJ_OUTTYPES = {name: OUTTYPES[name] for name in ("f32", "f16")}
+# The published vision file is f16 (spec §10); Q8_0 is the quantized option (llama.cpp loads it too).
+MMPROJ_OUTTYPES = ("F32", "F16", "Q8_0")
 # 2-D but never converted by llama.cpp's own converter (it converts 2-D `.weight` tensors only), so the
 # published file holds them in f32.
 _ALWAYS_F32 = frozenset({"resampler.query", POS_EMBED_K})
@@ -94,13 +85,17 @@ def _add_metadata(writer: GGUFWriter, config: dict, name: str, file_type: LlamaF
 
 
 def _read_transposed(ckpt: Checkpoint, name: str, out_type: GGMLQuantizationType) -> np.ndarray:
-    return np.ascontiguousarray(ckpt.read(name, out_type).T)
+    if out_type in FLOAT_TYPES:
+        return np.ascontiguousarray(ckpt.read(name, out_type).T)
+    # Quantized blocks run along the rows: transpose the values, then quantize.
+    values = np.ascontiguousarray(ckpt.read(name, GGMLQuantizationType.F32).T)
+    return quantize(values, GGMLQuantizationType.F32, out_type, name)
 
 
 def mmproj_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
     """The vision file of the checkpoint in ``hf_dir``, checked but not yet written."""
     hf_dir = Path(hf_dir)
-    file_type, weight_type = parse_outtype(outtype, MMPROJ_OUTTYPES)
+    variant = parse_variant(outtype, MMPROJ_OUTTYPES)
     config = read_config(hf_dir)
     ckpt = Checkpoint(hf_dir)
     tensors = vision_tensors(config)
@@ -112,7 +107,7 @@ def mmproj_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
         raise ConversionError(f"resampler width {embed} (hidden_size) is not a multiple of 4, as sincos_2d needs")
 
     def out_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
-        return GGMLQuantizationType.F32 if name in _ALWAYS_F32 else matrix_or_f32(shape, weight_type)
+        return GGMLQuantizationType.F32 if name in _ALWAYS_F32 else vision_tensor_type(name, shape, variant.base)
 
     out = []
     for hf, names, shape in tensors:
@@ -129,7 +124,7 @@ def mmproj_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
             t = out_type(names[0], shape)
             out.append(OutTensor(names[0], shape, t, partial(ckpt.read, hf, t)))
     out.append(OutTensor(POS_EMBED_K, (side * side, embed), GGMLQuantizationType.F32, partial(sincos_2d, embed, side)))
-    metadata = partial(_add_metadata, config=config, name=model_name(config, hf_dir), file_type=file_type)
+    metadata = partial(_add_metadata, config=config, name=model_name(config, hf_dir), file_type=variant.file_type)
     return GgufPlan(VISION_ARCH, metadata, out)
 
 

@@ -569,7 +569,7 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
     with pytest.raises(ConversionError, match="not a safetensors file"):
         convert_llm(bad, tmp_path / "out.gguf")
     with pytest.raises(ConversionError, match="unknown outtype"):
-        convert_llm(tiny_ckpt, tmp_path / "out.gguf", outtype="q4_0")
+        convert_llm(tiny_ckpt, tmp_path / "out.gguf", outtype="q4_k")  # Q4_K is a tensor type, not a file type
 
 
 def test_cli_bad_input_exit_code(tmp_path):
