@@ -46,10 +46,12 @@ float length_divisor(int32_t length, double length_penalty) {
     return static_cast<float>(std::pow(static_cast<double>(length), length_penalty));
 }
 
+// NaN or +inf would turn every log-prob into NaN (HF's topk then returns garbage).
 void check_logits(const float * row, int32_t n_vocab) {
     for (int32_t i = 0; i < n_vocab; ++i) {
-        if (std::isnan(row[i])) {
-            throw Error(ErrorCode::invalid_argument, "beam search: logit of token " + std::to_string(i) + " is NaN");
+        if (std::isnan(row[i]) || row[i] == std::numeric_limits<float>::infinity()) {
+            throw Error(ErrorCode::invalid_argument,
+                        "beam search: logit of token " + std::to_string(i) + " is " + std::to_string(row[i]));
         }
     }
 }
@@ -126,6 +128,89 @@ std::vector<int32_t> greedy_search(BeamStepper & stepper, const float * first_lo
     return without_stop(std::move(generated), stop_ids);
 }
 
+std::vector<int32_t> extended(const std::vector<Hypothesis> & running, const Candidate & c) {
+    std::vector<int32_t> seq = running[c.beam].tokens;
+    seq.push_back(c.token);
+    return seq;
+}
+
+// _update_finished_beams: only the top num_beams candidates may finish; their score is divided by
+// the generated length (stop token included). Everything else gets -1e9 added and competes as a
+// placeholder, exactly like HF's merged topk; ties keep the earlier entry. (HF's other two -1e9
+// terms, for early_stopping=True and for a satisfied heuristic, are zero whenever this runs.)
+std::vector<Hypothesis> update_finished(const std::vector<Hypothesis> & finished, const std::vector<Hypothesis> & running,
+                                        const std::vector<Candidate> & candidates, const std::vector<bool> & hit,
+                                        float divisor) {
+    const size_t num_beams = finished.size();
+    struct Entry {
+        float score;
+        size_t source;  // < num_beams: an old finished slot; else num_beams + candidate index
+        bool finished;
+    };
+    std::vector<Entry> merged;
+    merged.reserve(num_beams + candidates.size());
+    for (size_t s = 0; s < num_beams; ++s) {
+        merged.push_back({finished[s].score, s, finished[s].finished});
+    }
+    for (size_t i = 0; i < candidates.size(); ++i) {
+        const bool just_finished = hit[i] && i < num_beams;
+        const float score = candidates[i].score / divisor;
+        merged.push_back({just_finished ? score : score + kDead, num_beams + i, just_finished});
+    }
+    std::stable_sort(merged.begin(), merged.end(), [](const Entry & a, const Entry & b) { return a.score > b.score; });
+    std::vector<Hypothesis> next(num_beams);
+    for (size_t s = 0; s < num_beams; ++s) {
+        const Entry & e = merged[s];
+        next[s].score = e.score;
+        next[s].finished = e.finished;
+        next[s].tokens = e.source < num_beams ? finished[e.source].tokens
+                                              : extended(running, candidates[e.source - num_beams]);
+    }
+    return next;
+}
+
+// _get_running_beams_for_next_iteration: the best num_beams candidates that did not stop (stopped
+// ones carry -1e9 and only fill up when too few others exist). Also reports each new beam's parent
+// and token for the stepper.
+std::vector<Hypothesis> next_running(const std::vector<Hypothesis> & running, const std::vector<Candidate> & candidates,
+                                     const std::vector<bool> & hit, std::vector<int32_t> & parents,
+                                     std::vector<int32_t> & tokens) {
+    const size_t num_beams = running.size();
+    std::vector<float> score(candidates.size());
+    for (size_t i = 0; i < candidates.size(); ++i) {
+        score[i] = hit[i] ? candidates[i].score + kDead : candidates[i].score;
+    }
+    std::vector<size_t> order(candidates.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] > score[b]; });
+    std::vector<Hypothesis> next(num_beams);
+    for (size_t b = 0; b < num_beams; ++b) {
+        const Candidate & c = candidates[order[b]];
+        next[b].tokens = extended(running, c);
+        next[b].score = score[order[b]];
+        parents[b] = c.beam;
+        tokens[b] = c.token;
+    }
+    return next;
+}
+
+// _check_early_stop_heuristic (early_stopping=False): the best running beam, scored at its current
+// length, must beat the worst finished slot; an unfinished slot counts as -1e9. HF's flag is sticky,
+// but the search ends the first time it turns false.
+bool improvement_possible(float best_running_score, const std::vector<Hypothesis> & finished, float divisor) {
+    const float best_possible = best_running_score / divisor;
+    float worst = finished[0].score;
+    for (const Hypothesis & h : finished) {
+        worst = std::min(worst, h.score);
+    }
+    for (const Hypothesis & h : finished) {
+        if (best_possible > (h.finished ? worst : kDead)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 }  // namespace
 
 BeamSearchParams default_beam_search_params() { return BeamSearchParams{}; }
@@ -162,10 +247,11 @@ std::vector<int32_t> beam_search(BeamStepper & stepper, const float * first_logi
         return greedy_search(stepper, first_logits, n_vocab, params, stop_ids, on_cancel);
     }
     const int32_t num_beams = params.num_beams;
+    const size_t n_logits = static_cast<size_t>(num_beams) * static_cast<size_t>(n_vocab);
     // HF keeps (n_eos + 1) * num_beams candidates (at least 2 * num_beams), so that num_beams of them
     // survive even when every beam's best continuations are stop tokens.
     const size_t keep = std::max<size_t>(2, 1 + stop_ids.size()) * static_cast<size_t>(num_beams);
-    if (static_cast<size_t>(n_vocab) * static_cast<size_t>(num_beams) < keep) {
+    if (n_logits < keep) {
         throw Error(ErrorCode::invalid_argument, "beam search: a vocabulary of " + std::to_string(n_vocab) +
                                                      " tokens cannot supply " + std::to_string(keep) + " candidates");
     }
@@ -174,8 +260,7 @@ std::vector<int32_t> beam_search(BeamStepper & stepper, const float * first_logi
     // holds the same prompt, only draws continuations from beam 0.
     std::vector<Hypothesis> running(num_beams);
     running[0].score = 0.0f;
-    std::vector<Hypothesis> finished(num_beams);  // sorted best first, as HF's topk leaves them
-    bool improvable = true;                      // HF: is_early_stop_heuristic_unsatisfied
+    std::vector<Hypothesis> finished(num_beams);  // best first, as HF's topk leaves them
 
     std::vector<float> logits;  // num_beams rows from the stepper
     std::vector<float> logp;
@@ -197,7 +282,7 @@ std::vector<int32_t> beam_search(BeamStepper & stepper, const float * first_logi
         std::sort(candidates.begin(), candidates.end(), better);
         candidates.resize(keep);
 
-        // Stopping criteria per candidate: a stop id, or max_new_tokens reached (HF max_length with
+        // Stopping criteria per candidate: a stop id, or max_new_tokens reached (HF's max_length with
         // inputs_embeds is max_new_tokens, compared with the length including this token).
         const bool at_max = cur_len + 1 >= params.max_new_tokens;
         std::vector<bool> hit(keep);
@@ -206,93 +291,27 @@ std::vector<int32_t> beam_search(BeamStepper & stepper, const float * first_logi
             hit[i] = at_max || is_stop(candidates[i].token, stop_ids);
             all_hit = all_hit && hit[i];
         }
-        auto extend = [&](const Candidate & c) {
-            std::vector<int32_t> seq = running[c.beam].tokens;
-            seq.push_back(c.token);
-            return seq;
-        };
 
-        // _update_finished_beams: only the top num_beams candidates may finish; their score is divided
-        // by the generated length (stop token included). Everything else gets -1e9 added and competes
-        // as a placeholder, exactly like HF's merged topk; ties keep the earlier entry.
         const float divisor = length_divisor(cur_len + 1, params.length_penalty);
-        struct Entry {
-            float score;
-            int32_t source;  // < num_beams: old finished slot; else candidate index + num_beams
-            bool finished;
-        };
-        std::vector<Entry> merged;
-        merged.reserve(num_beams + keep);
-        for (int32_t s = 0; s < num_beams; ++s) {
-            merged.push_back({finished[s].score, s, finished[s].finished});
+        finished = update_finished(finished, running, candidates, hit, divisor);
+        running = next_running(running, candidates, hit, parents, tokens);
+        if (first_step) {
+            std::fill(parents.begin(), parents.end(), 0);  // every beam held the prompt in slot 0
         }
-        for (size_t i = 0; i < keep; ++i) {
-            const bool just_finished = hit[i] && i < static_cast<size_t>(num_beams);
-            float score = candidates[i].score / divisor;
-            if (!improvable) {
-                score += kDead;
-            }
-            if (!just_finished) {
-                score += kDead;
-            }
-            merged.push_back({score, num_beams + static_cast<int32_t>(i), just_finished});
-        }
-        std::stable_sort(merged.begin(), merged.end(), [](const Entry & a, const Entry & b) { return a.score > b.score; });
-        std::vector<Hypothesis> next_finished(num_beams);
-        for (int32_t s = 0; s < num_beams; ++s) {
-            const Entry & e = merged[s];
-            next_finished[s].score = e.score;
-            next_finished[s].finished = e.finished;
-            next_finished[s].tokens = e.source < num_beams ? finished[e.source].tokens : extend(candidates[e.source - num_beams]);
-        }
-
-        // _get_running_beams_for_next_iteration: the best num_beams candidates that did not stop
-        // (stopped ones carry -1e9 and only fill up when too few others exist).
-        std::vector<size_t> order(keep);
-        std::iota(order.begin(), order.end(), size_t{0});
-        std::vector<float> running_score(keep);
-        for (size_t i = 0; i < keep; ++i) {
-            running_score[i] = hit[i] ? candidates[i].score + kDead : candidates[i].score;
-        }
-        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return running_score[a] > running_score[b]; });
-        std::vector<Hypothesis> next_running(num_beams);
-        for (int32_t b = 0; b < num_beams; ++b) {
-            const Candidate & c = candidates[order[b]];
-            next_running[b].tokens = extend(c);
-            next_running[b].score = running_score[order[b]];
-            parents[b] = first_step ? 0 : c.beam;
-            tokens[b] = c.token;
-        }
-        running.swap(next_running);
-        finished.swap(next_finished);
-
-        // _check_early_stop_heuristic (early_stopping=False): the best running beam scored at its
-        // current length must beat the worst finished slot; an unfinished slot counts as -1e9.
-        const float best_possible = running[0].score / length_divisor(cur_len + 1, params.length_penalty);
-        float worst_score = finished[0].score;
-        for (const Hypothesis & h : finished) {
-            worst_score = std::min(worst_score, h.score);
-        }
-        bool beats_any = false;
-        for (const Hypothesis & h : finished) {
-            beats_any = beats_any || best_possible > (h.finished ? worst_score : kDead);
-        }
-        improvable = improvable && beats_any;
-        if (!improvable || all_hit) {
+        if (all_hit || !improvement_possible(running[0].score, finished, divisor)) {
             break;
         }
 
         if (on_cancel && on_cancel()) {
-            const Hypothesis & best_running = running[0];
-            const bool running_wins = !finished[0].finished || best_possible > finished[0].score;
-            return without_stop(running_wins ? best_running.tokens : finished[0].tokens, stop_ids);
+            const bool running_wins = !finished[0].finished || running[0].score / divisor > finished[0].score;
+            return without_stop(running_wins ? running[0].tokens : finished[0].tokens, stop_ids);
         }
-        logits.assign(static_cast<size_t>(num_beams) * n_vocab, 0.0f);
+        logits.resize(n_logits);
         stepper.step(parents, tokens, logits);
-        if (logits.size() != static_cast<size_t>(num_beams) * n_vocab) {
+        if (logits.size() != n_logits) {
             throw Error(ErrorCode::invalid_argument, "beam search: the stepper returned " +
                                                          std::to_string(logits.size()) + " logits, expected " +
-                                                         std::to_string(static_cast<size_t>(num_beams) * n_vocab));
+                                                         std::to_string(n_logits));
         }
     }
     return without_stop(finished[0].tokens, stop_ids);

@@ -85,8 +85,10 @@ int32_t Sampler::sample(float * logits, int32_t n_vocab, const std::vector<int32
         if (scale) {
             logits[i] /= params_.temperature;
         }
-        if (std::isnan(logits[i])) {
-            throw Error(ErrorCode::invalid_argument, "sampler: logit of token " + std::to_string(i) + " is NaN");
+        // NaN or +inf make HF's softmax NaN and torch.multinomial refuse it.
+        if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity()) {
+            throw Error(ErrorCode::invalid_argument,
+                        "sampler: logit of token " + std::to_string(i) + " is " + std::to_string(logits[i]));
         }
         if (logits[i] > max_logit) {  // strict: torch.argmax returns the first maximal index
             max_logit = logits[i];
