@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import ConversionError
@@ -65,23 +66,32 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append((mmproj_plan, args.vision_outtype, out))
     if len({out.resolve() for *_, out in jobs}) < len(jobs):
         parser.error("--outfile and --vision-outfile name the same file")
-    try:
+
+    def convert() -> None:
         plans = [(make(args.hf_dir, outtype), out) for make, outtype, out in jobs]
         for plan, out in plans:
             out.parent.mkdir(parents=True, exist_ok=True)
             plan.write(out, progress=not args.no_progress)
             print(out)
+            print(plan.summary(out), file=sys.stderr)
+
+    return run_reporting_errors("minicpmv-convert", convert)
+
+
+def run_reporting_errors(prog: str, work: Callable[[], None]) -> int:
+    """Runs a command's ``work`` and returns its exit status: errors become one line on stderr, no traceback."""
+    try:
+        work()
     except ConversionError as e:
-        print(f"minicpmv-convert: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # reading or writing failed (disk full, permissions): not the input's fault
-        print(f"minicpmv-convert: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("minicpmv-convert: interrupted; the file being written was removed", file=sys.stderr)
+        print(f"{prog}: interrupted; the files being written were removed", file=sys.stderr)
         return 130
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

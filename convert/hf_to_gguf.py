@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -70,13 +71,15 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def quantize(values: np.ndarray, src_type: GGMLQuantizationType, out_type: GGMLQuantizationType, name: str) -> np.ndarray:
-    """``values`` (rows on the last axis; f32, f16 or bf16 bits) in ``out_type``, by ggml's own routines
-    in the native core, on every core: uint8 [..., bytes per row]."""
+def quantize(
+    values: np.ndarray, src_type: GGMLQuantizationType, out_type: GGMLQuantizationType, name: str, n_threads: int = 0
+) -> np.ndarray:
+    """``values`` (rows on the last axis; f32, f16 or bf16 bits) in ``out_type`` by ggml's own routines in
+    the native core, on ``n_threads`` threads (0: every core): uint8 [..., bytes per row]."""
     from minicpmv import _core  # the native module; float conversions do not need it
 
     try:
-        return _core.quantize(np.ascontiguousarray(values), int(src_type), int(out_type))
+        return _core.quantize(np.ascontiguousarray(values), int(src_type), int(out_type), n_threads)
     except _core.MinicpmvError as e:
         raise ConversionError(f"tensor {name}: {e}") from None
 
@@ -289,6 +292,17 @@ class GgufPlan:
     def write(self, out_path: str | Path, progress: bool = True) -> Path:
         """Write the file under a temporary name, then rename it to ``out_path``; returns ``out_path``."""
         return write_plans([(self, Path(out_path))], progress)[0]
+
+    def summary(self, path: Path) -> str:
+        """One line on the file written to ``path``: size, bits per weight (of the tensor data, as
+        llama.cpp counts them) and how many tensors have each type."""
+        n_weights = sum(prod(t.shape) for t in self.tensors)
+        n_bytes = sum(tensor_nbytes(t.shape, t.type) for t in self.tensors)
+        counts = Counter(t.type.name for t in self.tensors).most_common()
+        return (
+            f"{path}: {path.stat().st_size / 1e9:.2f} GB, {8 * n_bytes / n_weights:.2f} bits/weight, "
+            f"{n_weights / 1e9:.3g} B weights; {len(self.tensors)} tensors: {', '.join(f'{n} {t}' for t, n in counts)}"
+        )
 
 
 # Temporary files are named <output name>.tmp-<pid>-<random>: the pid tells a later run whether the
