@@ -1,5 +1,6 @@
 // The pybind11 module minicpmv._core: type conversion, GIL release around compute, error mapping —
 // nothing else (STYLE.md §7). Message parsing and the HF-style chat() live in python/minicpmv.
+#include "beam_search.h"
 #include "chat_template.h"
 #include "error.h"
 #include "image.h"
@@ -8,6 +9,7 @@
 #include "image_slicing.h"
 #include "model.h"
 #include "quantize.h"
+#include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
 #include "vision_encoder.h"
@@ -93,6 +95,66 @@ py::dict sampling_dict(const SamplingParams & p) {
     return d;
 }
 
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Test helpers for the sampler and the beam search (tests/test_sampler.py): a Python
+// step_fn(parents, tokens) -> float32 (num_beams, n_vocab) wrapped as the beam stepper.
+class PyBeamStepper : public BeamStepper {
+  public:
+    PyBeamStepper(py::function fn, int32_t n_vocab) : fn_(std::move(fn)), n_vocab_(n_vocab) {}
+    void step(const std::vector<int32_t> & parents, const std::vector<int32_t> & tokens, std::vector<float> & logits) override {
+        FloatArray out = fn_(parents, tokens).cast<FloatArray>();
+        if (out.ndim() != 2 || static_cast<size_t>(out.shape(0)) != parents.size() || out.shape(1) != n_vocab_) {
+            throw Error(ErrorCode::invalid_argument, "beam_search_toy: step_fn must return float32 logits of shape (" +
+                                                         std::to_string(parents.size()) + ", " + std::to_string(n_vocab_) + ")");
+        }
+        logits.assign(out.data(), out.data() + parents.size() * static_cast<size_t>(n_vocab_));
+    }
+
+  private:
+    py::function fn_;
+    int32_t n_vocab_;
+};
+
+void require_row(const FloatArray & a, const char * what) {
+    if (a.ndim() != 1 || a.size() == 0) throw Error(ErrorCode::invalid_argument, std::string(what) + " must be a non-empty 1-D float32 array");
+}
+
+void bind_sampler_test_helpers(py::module_ & m) {
+    m.def("sample_token",
+          [](FloatArray logits, const std::vector<int32_t> & generated, float temperature, int32_t top_k, double top_p, float min_p,
+             float repetition_penalty, uint64_t seed) {
+              require_row(logits, "sample_token: logits");
+              SamplingParams p = default_sampling_params();
+              p.temperature = temperature;
+              p.top_k = top_k;
+              p.top_p = top_p;
+              p.min_p = min_p;
+              p.repetition_penalty = repetition_penalty;
+              p.seed = seed;
+              Sampler sampler(p);
+              std::vector<float> row(logits.data(), logits.data() + logits.size());
+              return sampler.sample(row.data(), static_cast<int32_t>(row.size()), generated);
+          },
+          py::arg("logits"), py::arg("generated"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"),
+          py::arg("repetition_penalty"), py::arg("seed"));
+    m.def("beam_search_toy",
+          [](py::function step_fn, FloatArray first_logits, int32_t num_beams, float repetition_penalty, double length_penalty,
+             int32_t max_new_tokens, const std::vector<int32_t> & stop_ids) {
+              require_row(first_logits, "beam_search_toy: first_logits");
+              BeamSearchParams p = default_beam_search_params();
+              p.num_beams = num_beams;
+              p.repetition_penalty = repetition_penalty;
+              p.length_penalty = length_penalty;
+              p.max_new_tokens = max_new_tokens;
+              const auto n_vocab = static_cast<int32_t>(first_logits.size());
+              PyBeamStepper stepper(std::move(step_fn), n_vocab);
+              return beam_search(stepper, first_logits.data(), n_vocab, p, stop_ids);
+          },
+          py::arg("step_fn"), py::arg("first_logits"), py::arg("num_beams"), py::arg("repetition_penalty"),
+          py::arg("length_penalty"), py::arg("max_new_tokens"), py::arg("stop_ids"));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -139,6 +201,7 @@ PYBIND11_MODULE(_core, m) {
         return d;
     });
     m.def("default_device", [] { return default_model_params().device; });
+    bind_sampler_test_helpers(m);
     // Image preprocessing (spec §6). Sizes are (width, height) tuples, crops (x, y, width, height).
     m.def("slice_plan",
           [](int64_t width, int64_t height, int32_t max_slice_nums, int32_t scale_resolution, int32_t patch_size) {
@@ -390,7 +453,7 @@ PYBIND11_MODULE(_core, m) {
         .def("generate",
              [](Session & s, const Prompt & prompt, int32_t max_new_tokens, bool beam_search, float temperature,
                 int32_t top_k, double top_p, float min_p, float repetition_penalty, uint64_t seed, int32_t num_beams,
-                float length_penalty, std::function<bool(py::bytes)> on_piece) {
+                double length_penalty, std::function<bool(py::bytes)> on_piece) {
                  GenerateParams p = default_generate_params();
                  p.max_new_tokens = max_new_tokens;
                  p.beam_search = beam_search;

@@ -194,6 +194,11 @@ GenerateResult Session::generate_beams(const std::vector<float> & first_logits, 
     BeamSearchParams bp = params.beam;
     // The search may not run past the context: cap its length.
     bp.max_new_tokens = std::min(bp.max_new_tokens, params_.n_ctx - n_prompt);
+    if (bp.max_new_tokens < 1) {
+        GenerateResult r;
+        r.stop_reason = "length";
+        return r;
+    }
     ensure_slots(bp.num_beams);
     SessionBeamStepper stepper(*this, n_prompt);
     GenerateResult r;
