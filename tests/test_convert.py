@@ -478,7 +478,10 @@ def test_interrupted_conversion_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch,
 
 
 _SLOW_CLI = """
-import sys, time
+import signal, sys, time
+# A shell that starts a job in the background makes it ignore SIGINT, and Python then keeps it
+# ignored: restore Ctrl-C's usual meaning, which this test simulates.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from minicpmv.convert import cli
 from minicpmv.convert.hf_to_gguf import Checkpoint
 real = Checkpoint.read
