@@ -12,6 +12,7 @@
 #include "session.h"
 #include "vision_model.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -161,35 +162,24 @@ minicpmv_session * session_or_null(const minicpmv_session * s) {
     return handle_problem(s, Kind::session).empty() ? const_cast<minicpmv_session *>(s) : nullptr;
 }
 
-// Marks a session busy for one call; a call that overlaps another on the same session fails.
-class BusyGuard {
-  public:
-    explicit BusyGuard(minicpmv_session * s) : s_(s) {
-        bool expected = false;
-        if (!s_->busy.compare_exchange_strong(expected, true)) {
-            throw ApiError{MINICPMV_ERR_STATE, "the session is busy in another call (calls on one session must not overlap, "
-                                               "and the piece callback must not call its session)"};
-        }
-    }
-    ~BusyGuard() { s_->busy.store(false); }
-    BusyGuard(const BusyGuard &) = delete;
-    BusyGuard & operator=(const BusyGuard &) = delete;
+constexpr const char * kBusy = "the session is busy in another call (calls on one session must not overlap, and the "
+                               "piece callback must not call its session)";
 
-  private:
-    minicpmv_session * s_;
-};
-
-// Runs `body(session)` on a valid, idle session.
+// Runs `body(session)` on a valid session that no other call is using. The busy flag covers the
+// session's error message too, so a refused overlapping call reports only to its own thread.
 template <class F>
 minicpmv_status on_session(const char * fn, minicpmv_session * s, F && body) {
     minicpmv_session * valid = session_or_null(s);
     if (valid == nullptr) {
         return guarded(fn, nullptr, [&] { throw ApiError{MINICPMV_ERR_INVALID_HANDLE, handle_problem(s, Kind::session)}; });
     }
-    return guarded(fn, valid, [&] {
-        BusyGuard busy(valid);
-        body(*valid);
-    });
+    bool idle = false;
+    if (!valid->busy.compare_exchange_strong(idle, true)) {
+        return guarded(fn, nullptr, [&] { throw ApiError{MINICPMV_ERR_STATE, kBusy}; });
+    }
+    const minicpmv_status status = guarded(fn, valid, [&] { body(*valid); });
+    valid->busy.store(false);
+    return status;
 }
 
 // --- conversions ---------------------------------------------------------------------------------
@@ -420,6 +410,11 @@ minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpm
 
 void minicpmv_session_free(minicpmv_session * session) {
     if (session == nullptr) return;
+    const minicpmv_session * valid = session_or_null(session);
+    if (valid != nullptr && valid->busy.load()) {  // e.g. freed from its own piece callback
+        set_last_error("minicpmv_session_free", (std::string(kBusy) + ": not freed").c_str());
+        return;
+    }
     if (!unregister_handle(session, Kind::session)) {
         set_last_error("minicpmv_session_free", handle_problem(session, Kind::session).c_str());
         return;

@@ -9,7 +9,8 @@
  *   minicpmv_session  one conversation: the messages so far, the pending user message, the KV cache
  *                     (a later question reuses the cached prefix) and the vision embeddings. One
  *                     thread at a time: a call that overlaps another call on the same session fails
- *                     with MINICPMV_ERR_STATE instead of corrupting it.
+ *                     with MINICPMV_ERR_STATE instead of corrupting it (the getters error, reply and
+ *                     n_turns are not guarded: call them from the thread that uses the session).
  *
  * Typical use
  *   minicpmv_model * model = NULL;
@@ -174,7 +175,8 @@ MINICPMV_API minicpmv_session_params minicpmv_session_default_params(void);
 MINICPMV_API minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpmv_session_params * params,
                                                   minicpmv_session ** out);
 
-/* NULL is harmless. Must not run while another call on the same session runs. */
+/* NULL is harmless. Must not race with another call on the same session from another thread; from
+ * the session's own piece callback it is refused (the session stays, minicpmv_last_error says why). */
 MINICPMV_API void minicpmv_session_free(minicpmv_session * session);
 
 /* The message of the latest status-returning call on this session ("" when it succeeded), or NULL

@@ -39,6 +39,7 @@ struct callback_state {
     int stop_after;           /* return false at this call (0: never) */
     volatile int * set_flag;  /* set *set_flag = 1 at the first call */
     minicpmv_status reentrant; /* what a call on the session from inside the callback returned */
+    int free_refused;          /* whether freeing the session from inside the callback was refused */
 };
 
 static bool on_piece(const char * piece, size_t len, void * user_data) {
@@ -46,7 +47,11 @@ static bool on_piece(const char * piece, size_t len, void * user_data) {
     (void) piece;
     (void) len;
     ++st->calls;
-    if (st->session != NULL && st->calls == 1) st->reentrant = minicpmv_session_add_text(st->session, "again");
+    if (st->session != NULL && st->calls == 1) {
+        st->reentrant = minicpmv_session_add_text(st->session, "again");
+        minicpmv_session_free(st->session); /* refused: the session is generating */
+        st->free_refused = strstr(minicpmv_last_error(), "busy") != NULL;
+    }
     if (st->set_flag != NULL) *st->set_flag = 1;
     return st->stop_after == 0 || st->calls < st->stop_after;
 }
@@ -241,6 +246,7 @@ int main(int argc, char ** argv) {
         check(r.stop_reason == MINICPMV_STOP_CANCELLED && cs.calls == 1 && r.n_tokens >= 1 && r.n_encoded == 1,
               "cancel flag: stops after the current token", NULL);
         check(cs.reentrant == MINICPMV_ERR_STATE, "callback calling its session gets MINICPMV_ERR_STATE (busy)", NULL);
+        check(cs.free_refused && minicpmv_session_n_turns(s) == 2, "callback freeing its session is refused", NULL);
         check(minicpmv_session_n_turns(s) == 2 && strlen(minicpmv_session_reply(s)) > 0,
               "cancelled reply is kept as a turn", minicpmv_session_reply(s));
     }
