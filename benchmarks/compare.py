@@ -1,0 +1,397 @@
+"""minicpmv against llama.cpp (llama-cpp-python) on the same files, side by side.
+
+    python benchmarks/compare.py [--threads 2] [--rounds 3] [--llm-type Q4_K_M] [--engines ours,llama.cpp,torch]
+
+Both engines read the same GGUF files: the `full` synthetic checkpoint (real MiniCPM-V 2.6 sizes) as a
+Q4_K_M LLM (written once with our quantizer) plus the F16 vision file, all cached in bench-cache/.
+Each engine runs in its own subprocess per round (so peak RSS is its own), the engines alternate
+(ours, llama.cpp, then llama.cpp, ours, ...), and each row reports the median over the rounds:
+
+  encode 448 / 1344   preprocessing + vision encoder + resampler for one image (1 and 10 slices);
+                      llama.cpp: mtmd_tokenize + mtmd_encode_chunk of every image chunk
+  ttft 1344           time to first token: a fresh chat with a 1344×1344 image and a 20-token question
+                      (ours: chat(max_new_tokens=1); llama.cpp: create_chat_completion(max_tokens=1)
+                      through MiniCPMv26ChatHandler)
+  prefill 512         tokens/s of one 512-token prompt into an empty cache
+  decode 64           tokens/s of 64 single-token steps after it (greedy, argmax on the host)
+  peak RSS            the worker's peak resident set (mapped weights count once touched)
+
+`torch` times the PyTorch float32 reference of the tests (tests/reference.py) on the vision rows,
+from the checkpoint's safetensors. The memory read bandwidth of the machine (benchmarks/membw.c, same
+thread count) turns the decode rate into a fraction of the bandwidth limit: tokens/s × bytes read per
+token / bandwidth. llama-cpp-python is a benchmark-only dependency (pip install llama-cpp-python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import DEFAULT_CACHE, full_mmproj, full_model, machine  # noqa: E402
+
+ROWS = ["encode_448", "encode_1344", "ttft_1344", "prefill_512", "decode_64", "peak_rss"]
+# row -> (label, unit, higher is better)
+ROW_INFO = {
+    "encode_448": ("vision encode 448×448 (1 slice)", "s", False),
+    "encode_1344": ("vision encode 1344×1344 (10 slices)", "s", False),
+    "ttft_1344": ("time to first token, 1344² image + 20-token question", "s", False),
+    "prefill_512": ("prefill 512 tokens", "tok/s", True),
+    "decode_64": ("decode 64 tokens", "tok/s", True),
+    "peak_rss": ("peak RSS", "MiB", False),
+}
+QUESTION = "Describe this picture in detail: the colours, the shapes, any text, and the overall mood."  # 20 tokens
+PREFILL_TEXT = "The history of the city begins with a small settlement on the river. " * 64
+N_PREFILL = 512
+N_DECODE = 64
+
+
+def picture(size: int) -> np.ndarray:
+    rng = np.random.default_rng(size)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+# --- workers: one engine, one round, results as JSON on stdout ---------------------------------------
+
+
+def worker_ours(args) -> dict:
+    import minicpmv
+
+    model = minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads)
+    prompt = model.tokenize(PREFILL_TEXT)[:N_PREFILL]
+    res: dict = {"question_tokens": len(model.tokenize(QUESTION))}
+
+    def encode(size: int):
+        img = picture(size)
+        return model.encode_slices(minicpmv._core.preprocess_image(img))
+
+    # Warm-up: every weight page read once (the timed runs below read from memory, as llama.cpp's do).
+    model.eval(prompt[:8])
+    encode(448)
+    model.reset()
+    if "encode_448" in args.rows:
+        res["encode_448"], _ = timed(lambda: encode(448))
+    if "encode_1344" in args.rows:
+        res["encode_1344"], _ = timed(lambda: encode(1344))
+    if "ttft_1344" in args.rows:
+        msgs = [{"role": "user", "content": [picture(1344), QUESTION]}]
+        model.reset()
+        res["ttft_1344"], _ = timed(lambda: model.chat(msgs, max_new_tokens=1, seed=0))
+        res["ttft_positions"] = model.last_result["n_prompt"]
+    if "prefill_512" in args.rows or "decode_64" in args.rows:
+        model.reset()
+        dt, logits = timed(lambda: model.eval(prompt))
+        res["prefill_512"] = N_PREFILL / dt
+        if "decode_64" in args.rows:
+            tok = int(np.argmax(logits))
+            t0 = time.perf_counter()
+            for _ in range(N_DECODE):
+                tok = int(np.argmax(model.eval([tok])))
+            res["decode_64"] = N_DECODE / (time.perf_counter() - t0)
+    res["weights_bytes"] = model._model.weights_bytes
+    res["peak_rss"] = peak_rss_mib()
+    return res
+
+
+def worker_llama(args) -> dict:
+    import ctypes
+
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+    from llama_cpp.llama_chat_format import MiniCPMv26ChatHandler
+    from PIL import Image
+
+    handler = MiniCPMv26ChatHandler(clip_model_path=str(args.mmproj), verbose=False)
+    llm = llama_cpp.Llama(
+        str(args.llm),
+        chat_handler=handler,
+        n_ctx=2048,
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        flash_attn=args.llama_flash_attn,
+        verbose=False,
+    )
+    handler._init_mtmd_context(llm)
+    ctx = handler.mtmd_ctx
+    prompt = llm.tokenize(PREFILL_TEXT.encode(), add_bos=False)[:N_PREFILL]
+    res: dict = {"question_tokens": len(llm.tokenize(QUESTION.encode(), add_bos=False))}
+
+    def encode(size: int):
+        img = picture(size)
+        data = (ctypes.c_uint8 * img.size).from_buffer_copy(img.tobytes())
+        bitmap = mtmd.mtmd_bitmap_init(size, size, data)
+        chunks = mtmd.mtmd_input_chunks_init()
+        text = mtmd.mtmd_input_text()
+        marker = mtmd.mtmd_default_marker()
+        text.text, text.text_len, text.add_special, text.parse_special = marker, len(marker), False, True
+        try:
+            arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), arr, 1) != 0:
+                raise RuntimeError("mtmd_tokenize failed")
+            n_img = 0
+            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                    if mtmd.mtmd_encode_chunk(ctx, chunk) != 0:
+                        raise RuntimeError("mtmd_encode_chunk failed")
+                    n_img += mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            return n_img
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            mtmd.mtmd_bitmap_free(bitmap)
+
+    llm.eval(prompt[:8])
+    encode(448)
+    llm.reset()
+    if "encode_448" in args.rows:
+        res["encode_448"], res["encode_448_tokens"] = timed(lambda: encode(448))
+    if "encode_1344" in args.rows:
+        res["encode_1344"], res["encode_1344_tokens"] = timed(lambda: encode(1344))
+    if "ttft_1344" in args.rows:
+        png = io.BytesIO()
+        Image.fromarray(picture(1344)).save(png, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                 {"type": "text", "text": QUESTION}]}]
+        res["ttft_1344"], _ = timed(lambda: llm.create_chat_completion(messages=messages, max_tokens=1, seed=0))
+        res["ttft_positions"] = llm.n_tokens
+    if "prefill_512" in args.rows or "decode_64" in args.rows:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        dt, _ = timed(lambda: llm.eval(prompt))
+        res["prefill_512"] = N_PREFILL / dt
+        if "decode_64" in args.rows:
+            n_vocab = llm.n_vocab()
+
+            def last_logits():
+                return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+
+            tok = int(np.argmax(last_logits()))
+            t0 = time.perf_counter()
+            for _ in range(N_DECODE):
+                llm.eval([tok])
+                tok = int(np.argmax(last_logits()))
+            res["decode_64"] = N_DECODE / (time.perf_counter() - t0)
+    res["peak_rss"] = peak_rss_mib()
+    return res
+
+
+def worker_torch(args) -> dict:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import torch
+    from PIL import Image
+    from reference import load_vision_reference, reference_slice_embeddings
+    from reference_chat import hf_slices
+
+    torch.set_num_threads(args.threads)
+    vpm, resampler = load_vision_reference(args.ckpt)
+
+    def encode(size: int):
+        pieces, _ = hf_slices(Image.fromarray(picture(size)))
+        return [reference_slice_embeddings(vpm, resampler, np.asarray(p)) for p in pieces]
+
+    encode(448)
+    res: dict = {}
+    for size in (448, 1344):
+        if f"encode_{size}" in args.rows:
+            res[f"encode_{size}"], _ = timed(lambda: encode(size))
+    res["peak_rss"] = peak_rss_mib()
+    return res
+
+
+WORKERS = {"ours": worker_ours, "llama.cpp": worker_llama, "torch": worker_torch}
+
+
+# --- the driver ----------------------------------------------------------------------------------------
+
+
+def quantized_model(cache_dir: Path, llm_type: str) -> Path:
+    """The `full` checkpoint's LLM as `llm_type`, quantized once from the F16 file with our quantizer."""
+    f16 = full_model(cache_dir, "f16")
+    if llm_type.upper() == "F16":
+        return f16
+    from minicpmv.convert.gguf_quantize import quantize_gguf, variant_file_name
+
+    path = cache_dir / variant_file_name(llm_type.upper())
+    if not path.exists():
+        print(f"quantizing {f16.name} to {path.name} (once) ...", flush=True)
+        quantize_gguf(f16, path, llm_type.upper(), progress=True)
+    return path
+
+
+def memory_bandwidth(cache_dir: Path, threads: int) -> float | None:
+    exe = cache_dir / "membw"
+    src = HERE / "membw.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        r = subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"cannot build membw.c: {r.stderr.strip()}")
+            return None
+    out = subprocess.run([str(exe), str(threads), "1024", "5"], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip()) * 1e9
+
+
+def decode_bytes_per_token(llm: Path) -> int:
+    """Bytes of weights a decoder step reads: all tensors but the token embedding (one row of it)."""
+    from gguf import GGUFReader
+
+    return sum(int(t.n_bytes) for t in GGUFReader(llm).tensors if t.name != "token_embd.weight")
+
+
+def load_avg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run_worker(engine: str, args, files: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--threads", str(args.threads),
+           "--rows", ",".join(args.rows), "--llm", str(files["llm"]), "--mmproj", str(files["mmproj"]),
+           "--ckpt", str(files["ckpt"])]
+    if args.llama_flash_attn:
+        cmd.append("--llama-flash-attn")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    load_before = load_avg()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} worker failed:\n{proc.stderr[-4000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["load"] = f"{load_before} → {load_avg()}"
+    res["wall"] = time.perf_counter() - t0
+    return res
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "MiB":
+        return f"{value:,.0f} MiB"
+    return f"{value:.2f} {unit}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)")
+    parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32"])
+    parser.add_argument("--engines", default="ours,llama.cpp,torch")
+    parser.add_argument("--rows", default=",".join(r for r in ROWS if r != "peak_rss"))
+    parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
+    parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    # worker mode (internal)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--llm", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mmproj", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.rows = [r for r in args.rows.split(",") if r]
+
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return
+
+    engines = [e for e in args.engines.split(",") if e]
+    for e in engines:
+        if e not in WORKERS:
+            parser.error(f"unknown engine {e!r} (choose from {', '.join(WORKERS)})")
+    files = {
+        "llm": quantized_model(args.cache_dir, args.llm_type),
+        "mmproj": full_mmproj(args.cache_dir, args.mmproj_type),
+        "ckpt": args.cache_dir / "full-hf",
+    }
+    print(f"machine: {machine()}; threads: {args.threads}; load before: {load_avg()}")
+    print(f"files: {files['llm'].name} + {files['mmproj'].name}")
+
+    # The engines that compete alternate; the torch reference (vision rows only) runs once per round after them.
+    pair = [e for e in engines if e != "torch"]
+    runs: dict[str, list[dict]] = {e: [] for e in engines}
+    for rnd in range(args.rounds):
+        order = pair if rnd % 2 == 0 else pair[::-1]
+        if "torch" in engines and any(r.startswith("encode") for r in args.rows):
+            order = order + ["torch"]
+        for engine in order:
+            res = run_worker(engine, args, files)
+            runs[engine].append(res)
+            shown = ", ".join(f"{k} {v:.3g}" for k, v in res.items() if isinstance(v, float) and k != "wall")
+            print(f"  round {rnd + 1} {engine}: {shown} (load {res['load']}, {res['wall']:.0f} s)", flush=True)
+
+    bandwidth = memory_bandwidth(args.cache_dir, args.threads)
+    rows = args.rows + ["peak_rss"]
+    med = {e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
+           for e in engines}
+
+    names = [e for e in engines]
+    head = f"| {'row':<55} | " + " | ".join(f"{n:>14}" for n in names)
+    if "ours" in names and "llama.cpp" in names:
+        head += " | ours / llama.cpp"
+    if "ours" in names and "torch" in names:
+        head += " | ours / torch"
+    print()
+    print(f"medians of {args.rounds} rounds; threads {args.threads}; load after: {load_avg()}")
+    print(head + " |")
+    print("|" + "---|" * (head.count("|")))
+    for r in rows:
+        label, unit, higher = ROW_INFO[r]
+        cells = [fmt(med[e][r], unit) if r in med[e] else "–" for e in names]
+        line = f"| {label:<55} | " + " | ".join(f"{c:>14}" for c in cells)
+        for other in ("llama.cpp", "torch"):
+            if "ours" in names and other in names:
+                if r in med["ours"] and r in med[other]:
+                    # "× faster" for times and rates alike; for RSS the plain ratio ours/theirs.
+                    if r == "peak_rss":
+                        line += f" | {med['ours'][r] / med[other][r]:.2f}× the memory"
+                    else:
+                        ratio = med["ours"][r] / med[other][r] if higher else med[other][r] / med["ours"][r]
+                        line += f" | {ratio:.2f}× faster"
+                else:
+                    line += " | –"
+        print(line + " |")
+
+    if "decode_64" in rows and bandwidth:
+        per_token = decode_bytes_per_token(files["llm"])
+        print(f"\nmemory read bandwidth ({args.threads} threads, benchmarks/membw.c): {bandwidth / 1e9:.1f} GB/s; "
+              f"a decode step reads {per_token / 1e9:.2f} GB of weights (all but token_embd)")
+        print(f"bandwidth limit: {bandwidth / per_token:.2f} tok/s")
+        for e in names:
+            if "decode_64" in med[e]:
+                frac = med[e]["decode_64"] * per_token / bandwidth
+                print(f"  {e}: {med[e]['decode_64']:.2f} tok/s = {frac * 100:.0f} % of the bandwidth limit")
+    for e in names:
+        extra = {k: runs[e][0][k] for k in ("ttft_positions", "question_tokens", "encode_1344_tokens") if k in runs[e][0]}
+        if extra:
+            print(f"{e}: {extra}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "medians": med, "bandwidth": bandwidth}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
