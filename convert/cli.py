@@ -93,5 +93,6 @@ def run_reporting_errors(prog: str, work: Callable[[], None]) -> int:
         return 130
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

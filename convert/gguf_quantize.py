@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 from . import ConversionError
 from .gguf_layout import LLM_ARCH, QUANTIZATION_VERSION, Key
-from .hf_to_gguf import GgufPlan, OutTensor, quantize, write_plans
+from .hf_to_gguf import GgufPlan, OutTensor, check_output_dir, quantize, write_plans
 from .quant_rules import FLOAT_TYPES, SIZE_VARIANTS, llm_tensor_type, parse_variant
 
 # numpy storage of the source types (bf16 as its bit pattern)
@@ -28,9 +28,8 @@ _SOURCE_STORAGE = {
     GGMLQuantizationType.BF16: np.uint16,
 }
 # Keys not copied: the header's own fields (gguf-py names them GGUF.*), the architecture (GGUFWriter
-# writes it), the alignment (the writer uses its default, so a copied value could lie), and the two
-# that describe the new file's types.
-_NOT_COPIED = (Key.ARCHITECTURE, "general.alignment", Key.FILE_TYPE, Key.QUANTIZATION_VERSION)
+# writes it) and the alignment (the writer uses its default, so a copied value could lie).
+_NOT_COPIED = (Key.ARCHITECTURE, "general.alignment")
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class GgufSource:
                     "or BF16 file instead (requantizing compounds the errors; llama.cpp refuses it too unless "
                     "given --allow-requantize)"
                 )
-        values = dict((k, v) for k, v, *_ in self.fields)
+        values = {k: v for k, v, *_ in self.fields}
         try:
             self.n_layer = int(values[Key.BLOCK_COUNT])
             self.gqa = int(values[Key.HEAD_COUNT]) // int(values[Key.HEAD_COUNT_KV])
@@ -114,29 +113,42 @@ class GgufSource:
         return GgufPlan(LLM_ARCH, partial(self._copy_metadata, file_type=int(v.file_type)), out)
 
     def _copy_metadata(self, writer: GGUFWriter, file_type: int) -> None:
-        writer.add_uint32(Key.FILE_TYPE, file_type)
-        writer.add_uint32(Key.QUANTIZATION_VERSION, QUANTIZATION_VERSION)
+        """Every key of the source in its order, but the two that describe the new file's types."""
+        new = {Key.FILE_TYPE: file_type, Key.QUANTIZATION_VERSION: QUANTIZATION_VERSION}
         for key, value, vtype, sub_type in self.fields:
-            writer.add_key_value(key, value, vtype, sub_type)
+            if key in new:
+                writer.add_uint32(key, new.pop(key))
+            else:
+                writer.add_key_value(key, value, vtype, sub_type)
+        for key, value in new.items():
+            writer.add_uint32(key, value)
 
 
-def write_variants(source: GgufSource, outputs: dict[str, Path], progress: bool = True) -> list[tuple[Path, GgufPlan]]:
-    """Write each variant of ``outputs`` (variant → path) of ``source``, all in one pass over the source;
-    returns (path, plan) per file."""
-    jobs = [(source.plan(v), Path(out_path)) for v, out_path in outputs.items()]
-    for _, out_path in jobs:
-        if out_path.resolve() == source.path.resolve():
+def write_variants(
+    in_path: str | Path, outputs: dict[str, Path], progress: bool = True, n_threads: int = 0
+) -> list[tuple[Path, GgufPlan]]:
+    """Write each variant of ``outputs`` (variant → path) of the LLM GGUF ``in_path``, all in one pass
+    over the source; returns (path, plan) per file. The names and paths are checked before the source
+    is read."""
+    for variant, out_path in outputs.items():
+        parse_variant(variant, SIZE_VARIANTS)
+        check_output_dir(Path(out_path))
+        if Path(out_path).resolve() == Path(in_path).resolve():
             raise ConversionError(f"{out_path}: the output would replace the input file")
+    source = GgufSource(in_path, n_threads)
+    jobs = [(source.plan(v), Path(out_path)) for v, out_path in outputs.items()]
     return list(zip(write_plans(jobs, progress), (plan for plan, _ in jobs)))
 
 
-def quantize_gguf(in_path: str | Path, out_path: str | Path, variant: str, progress: bool = True, n_threads: int = 0) -> Path:
+def quantize_gguf(
+    in_path: str | Path, out_path: str | Path, variant: str, progress: bool = True, n_threads: int = 0
+) -> Path:
     """Write size variant ``variant`` of the LLM GGUF ``in_path`` to ``out_path``; returns ``out_path``."""
-    return write_variants(GgufSource(in_path, n_threads), {variant: Path(out_path)}, progress)[0][0]
+    return write_variants(in_path, {variant: Path(out_path)}, progress, n_threads)[0][0]
 
 
 def quantize_all(in_path: str | Path, out_dir: str | Path, progress: bool = True, n_threads: int = 0) -> list[Path]:
     """Write the 16 size variants of ``in_path`` into ``out_dir`` under llama.cpp's names, reading each
     source tensor once; returns the paths."""
     outputs = {v: Path(out_dir) / variant_file_name(v) for v in SIZE_VARIANTS}
-    return [path for path, _ in write_variants(GgufSource(in_path, n_threads), outputs, progress)]
+    return [path for path, _ in write_variants(in_path, outputs, progress, n_threads)]

@@ -329,13 +329,17 @@ def remove_stale_temp_files(out_path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def check_output_dir(out_path: Path) -> None:
+    if not out_path.parent.is_dir():
+        raise ConversionError(f"{out_path.parent}: output directory does not exist")
+
+
 class _PendingFile:
     """One GGUF file being written under a temporary name beside its destination: nothing is ever at the
     destination but a complete file, and a failure removes the temporary file."""
 
     def __init__(self, plan: GgufPlan, out_path: Path):
-        if not out_path.parent.is_dir():
-            raise ConversionError(f"{out_path.parent}: output directory does not exist")
+        check_output_dir(out_path)
         remove_stale_temp_files(out_path)
         self.out_path = out_path
         # A random suffix rather than mkstemp, whose 0600 mode would stick to the renamed file.
@@ -379,7 +383,9 @@ def write_plans(jobs: list[tuple[GgufPlan, Path]], progress: bool = True) -> lis
             pending.append(_PendingFile(plan, Path(out_path)))
         first = jobs[0][0].tensors
         desc = pending[0].out_path.name if len(jobs) == 1 else f"{len(jobs)} files"
-        with tqdm(total=sum(prod(t.shape) for t in first), unit="w", unit_scale=True, disable=not progress, desc=desc) as bar:
+        with tqdm(
+            total=sum(prod(t.shape) for t in first), unit="w", unit_scale=True, disable=not progress, desc=desc
+        ) as bar:
             for i, t in enumerate(first):
                 for k in sorted(range(len(jobs)), key=lambda k: jobs[k][0].tensors[i].type):
                     pending[k].writer.write_tensor_data(jobs[k][0].tensors[i].load())

@@ -132,7 +132,12 @@ def tensor_nbytes(shape: tuple[int, ...], t: GGMLQuantizationType) -> int:
 
 def quantizable(name: str, shape: tuple[int, ...]) -> bool:
     """llama.cpp quantizes 2-D (and higher) ``*weight`` tensors other than norms and the embeddings above."""
-    return len(shape) >= 2 and name.endswith("weight") and "_norm.weight" not in name and not any(k in name for k in _KEEP_FLOAT)
+    return (
+        len(shape) >= 2
+        and name.endswith("weight")
+        and "_norm.weight" not in name
+        and not any(k in name for k in _KEEP_FLOAT)
+    )
 
 
 def _role(name: str) -> str:
@@ -157,7 +162,9 @@ def _fit(name: str, row: int, t: GGMLQuantizationType) -> GGMLQuantizationType:
     return fallback if row % block_size(fallback) == 0 else T.F16
 
 
-def llm_tensor_type(variant: Variant, name: str, shape: tuple[int, ...], n_layer: int, gqa: int) -> GGMLQuantizationType:
+def llm_tensor_type(
+    variant: Variant, name: str, shape: tuple[int, ...], n_layer: int, gqa: int
+) -> GGMLQuantizationType:
     """The type of LLM tensor ``name`` (numpy ``shape``) in ``variant``; ``gqa`` = query heads per KV head."""
     if not quantizable(name, shape):
         return T.F32  # norms and biases (spec §9)

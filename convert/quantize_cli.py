@@ -1,7 +1,7 @@
 """``minicpmv-quantize``: an F32/F16/BF16 LLM GGUF → a size variant (spec §10), or all 16 in one pass.
 
-    minicpmv-quantize ggml-model-F16.gguf ggml-model-Q4_K_M.gguf Q4_K_M
-    minicpmv-quantize ggml-model-F16.gguf models/ --all
+minicpmv-quantize ggml-model-F16.gguf ggml-model-Q4_K_M.gguf Q4_K_M
+minicpmv-quantize ggml-model-F16.gguf models/ --all
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .cli import run_reporting_errors
-from .gguf_quantize import GgufSource, variant_file_name, write_variants
+from .gguf_quantize import variant_file_name, write_variants
 from .quant_rules import SIZE_VARIANTS
 
 
@@ -41,13 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads must be >= 0")
 
     def quantize() -> None:
-        source = GgufSource(args.input, args.threads)
         if args.all:
             args.output.mkdir(parents=True, exist_ok=True)
             outputs = {v: args.output / variant_file_name(v) for v in SIZE_VARIANTS}
         else:
             outputs = {args.type: args.output}
-        for path, plan in write_variants(source, outputs, progress=not args.no_progress):
+        for path, plan in write_variants(args.input, outputs, not args.no_progress, args.threads):
             print(path)
             print(plan.summary(path), file=sys.stderr)
 

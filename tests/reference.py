@@ -216,7 +216,7 @@ _GGUF_SCALARS = {
 _GGUF_ARRAYS = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
                 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}  # fmt: skip
 GGUF_STRING, GGUF_ARRAY = 8, 9
-# ggml_type → numpy storage (bf16 as its bit pattern)
+# ggml_type → numpy storage (bf16 as its bit pattern); quantized types are mapped as uint8 rows of bytes.
 GGML_STORAGE = {0: np.float32, 1: np.float16, 30: np.uint16}
 
 
@@ -226,9 +226,9 @@ def _gguf_type_name(gguf_type: int) -> str:
 
 @dataclass
 class GgufTensor:
-    type: int  # ggml_type: 0 F32, 1 F16, 30 BF16
+    type: int  # ggml_type: 0 F32, 1 F16, 30 BF16, or a quantized type
     ne: tuple[int, ...]  # ggml order: ne[0] is the contiguous dimension
-    data: np.ndarray  # memory-mapped, shaped as torch would (ne reversed)
+    data: np.ndarray  # memory-mapped, shaped as torch would (ne reversed); quantized: uint8 [..., row bytes]
 
 
 @dataclass
@@ -239,7 +239,7 @@ class GgufContents:
 
 
 def read_gguf(path: str | Path) -> GgufContents:
-    """Every key and tensor of a GGUF file (F32/F16/BF16 tensors), parsed by ggml."""
+    """Every key and tensor of a GGUF file, parsed by ggml."""
     import ggml
 
     ggml_ctx = ctypes.c_void_p()
@@ -272,10 +272,14 @@ def read_gguf(path: str | Path) -> GgufContents:
             name = ggml.gguf_get_tensor_name(ctx, i)
             t = ggml.ggml_get_tensor(ggml_ctx, name).contents
             ne = tuple(int(x) for x in t.ne[: ggml.ggml_n_dims(ggml.ggml_get_tensor(ggml_ctx, name))])
-            data = np.memmap(
-                path, dtype=GGML_STORAGE[t.type], mode="r", shape=(prod(ne),),
-                offset=data_start + ggml.gguf_get_tensor_offset(ctx, i),
-            ).reshape(ne[::-1])  # fmt: skip
+            offset = data_start + ggml.gguf_get_tensor_offset(ctx, i)
+            if t.type in GGML_STORAGE:
+                data = np.memmap(path, dtype=GGML_STORAGE[t.type], mode="r", shape=(prod(ne),), offset=offset)
+                data = data.reshape(ne[::-1])
+            else:
+                row = ggml.ggml_row_size(t.type, ne[0])
+                data = np.memmap(path, dtype=np.uint8, mode="r", shape=(prod(ne[1:]), row), offset=offset)
+                data = data.reshape((*ne[:0:-1], row))
             tensors[name.decode()] = GgufTensor(int(t.type), ne, data)
         return GgufContents(kv, kv_types, tensors)
     finally:

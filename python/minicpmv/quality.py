@@ -44,7 +44,9 @@ PROMPTS = (
         "Sunlight is scattered by the molecules of the air, and blue light, with its shorter wavelength, is "
         "scattered much more than red light, so the sky looks blue from every direction.",
     ),
-    QualityPrompt("What shape is in the picture, and what colour is it?", "A red circle on a white background.", "circle"),
+    QualityPrompt(
+        "What shape is in the picture, and what colour is it?", "A red circle on a white background.", "circle"
+    ),
     QualityPrompt("Describe this image.", "The image shows colored vertical stripes.", "stripes"),
 )
 
@@ -71,7 +73,12 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def prompt_log_probs(model: Model, prompt: QualityPrompt) -> np.ndarray:
     """Log-probabilities [positions, vocab] of the next token at each teacher-forced position."""
-    msgs = [{"role": "user", "content": prompt.question if prompt.image is None else [IMAGES[prompt.image](), prompt.question]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": prompt.question if prompt.image is None else [IMAGES[prompt.image](), prompt.question],
+        }
+    ]
     answer = model.tokenize(prompt.answer)
     model.reset()
     if prompt.image is None:
@@ -100,7 +107,9 @@ def file_stats(path: Path) -> tuple[float, float]:
     import ggml
 
     tensors = ctypes.c_void_p()
-    gguf = ggml.gguf_init_from_file(str(path).encode(), ggml.gguf_init_params(no_alloc=True, ctx=ctypes.pointer(tensors)))
+    gguf = ggml.gguf_init_from_file(
+        str(path).encode(), ggml.gguf_init_params(no_alloc=True, ctx=ctypes.pointer(tensors))
+    )
     if not gguf:
         raise _core.ModelFormatError(f"{path}: ggml cannot parse this GGUF file")
     try:
@@ -127,22 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("reference", type=Path, help="the reference LLM file (F32 or F16)")
     parser.add_argument("candidates", type=Path, nargs="+", help="the LLM files to compare (ggml-model-Q4_K_M.gguf …)")
-    parser.add_argument("--mmproj", type=Path, help="vision file: adds the image prompts (the same file for every model)")
+    parser.add_argument(
+        "--mmproj", type=Path, help="vision file: adds the image prompts (the same file for every model)"
+    )
     parser.add_argument("-c", "--ctx", type=int, default=2048, help="context size (default 2048)")
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the core's choice)")
     args = parser.parse_args(argv)
 
     prompts = [p for p in PROMPTS if p.image is None or args.mmproj is not None]
-    model_args = dict(n_ctx=args.ctx, n_threads=args.threads)
+    model_args = {"n_ctx": args.ctx, "n_threads": args.threads}
     try:
         reference = evaluate(args.reference, prompts, args.mmproj, **model_args)
         n_positions = sum(len(r) for r in reference)
-        print(f"{len(prompts)} prompts ({sum(p.image is not None for p in prompts)} with images), {n_positions} positions")
+        print(
+            f"{len(prompts)} prompts ({sum(p.image is not None for p in prompts)} with images), {n_positions} positions"
+        )
         print(f"{'file':<40} {'size GB':>8} {'bits/w':>7} {'mean KL':>10} {'top-1 agree':>12}")
         size, bpw = file_stats(args.reference)
         print(f"{args.reference.name:<40} {size:>8.2f} {bpw:>7.2f} {'reference':>10} {'':>12}")
         for path in args.candidates:
-            kls, agree = zip(*(compare(r, c) for r, c in zip(reference, evaluate(path, prompts, args.mmproj, **model_args))))
+            kls, agree = zip(
+                *(compare(r, c) for r, c in zip(reference, evaluate(path, prompts, args.mmproj, **model_args)))
+            )
             size, bpw = file_stats(path)
             kl, top1 = np.concatenate(kls).mean(), np.concatenate(agree).mean()
             print(f"{path.name:<40} {size:>8.2f} {bpw:>7.2f} {kl:>10.5f} {100 * top1:>11.1f}%", flush=True)
