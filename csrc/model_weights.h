@@ -1,6 +1,7 @@
 // One weight table per model part (STYLE.md §8): every expected tensor with its shape as a function of
 // the config. The loader checks name, shape and type of each, rejects leftovers, then places the
-// tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory.
+// tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory;
+// on the CPU, quantized matrices that ggml's repacked kernels support are copied into that layout.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,7 @@ class Weights {
   private:
     std::unordered_map<std::string, ggml_tensor *> tensors_;
     ggml_backend_buffer_t buffer_ = nullptr;
+    ggml_backend_buffer_t repacked_ = nullptr;  // CPU only: matrices interleaved for ggml's GEMM kernels
     size_t size_bytes_ = 0;
 };
 
