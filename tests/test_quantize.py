@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from math import prod
 from pathlib import Path
 
@@ -195,10 +196,44 @@ def same_kv(a, b, but: tuple[str, ...] = ()) -> bool:
 
 
 @pytest.fixture(scope="module")
-def all_variants(tiny_gguf_f32, tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("variants")
-    paths = quantize_all(tiny_gguf_f32, out, progress=False)
-    return {p.name.removeprefix("ggml-model-").removesuffix(".gguf"): p for p in paths}
+def all_run(tiny_gguf_f32, tmp_path_factory) -> tuple[dict[str, Path], Counter, Counter]:
+    """quantize_all of the tiny F32 file: variant → path, and how often each source tensor was mapped
+    and each (tensor, type) computed."""
+    mapped, converted = Counter(), Counter()
+    real_map, real_convert = GgufSource._map, GgufSource._convert
+
+    def counting_map(self, name):
+        mapped[name] += 1
+        return real_map(self, name)
+
+    def counting_convert(self, name, out_type):
+        converted[name, out_type] += 1
+        return real_convert(self, name, out_type)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(GgufSource, "_map", counting_map)
+        mp.setattr(GgufSource, "_convert", counting_convert)
+        paths = quantize_all(tiny_gguf_f32, tmp_path_factory.mktemp("variants"), progress=False)
+    return {p.name.removeprefix("ggml-model-").removesuffix(".gguf"): p for p in paths}, mapped, converted
+
+
+@pytest.fixture(scope="module")
+def all_variants(all_run) -> dict[str, Path]:
+    return all_run[0]
+
+
+def test_all_reads_each_source_tensor_once_and_computes_each_type_once(all_run, tiny_gguf_f32):
+    paths, mapped, converted = all_run
+    tensors = read_gguf(tiny_gguf_f32).tensors
+    assert mapped == Counter(dict.fromkeys(tensors, 1))
+    types = {
+        name: {read_gguf(p).tensors[name].type for p in paths.values()}
+        for name in ("token_embd.weight", "output.weight")
+    }
+    assert len(types["token_embd.weight"]) == 12 and len(types["output.weight"]) == 4  # F16 BF16 Q8_0 Q6_K
+    assert set(converted.values()) == {1}
+    for name in types:
+        assert {t for n, t in converted if n == name} == types[name]
 
 
 def test_all_writes_16_files_with_the_specs_types_and_copied_metadata(all_variants, tiny_gguf_f32):
@@ -251,6 +286,14 @@ def test_from_checkpoint_equals_from_gguf(tiny_ckpt, tiny_gguf_f32, all_variants
     assert same_kv(direct, via_gguf)
     for name, t in direct.tensors.items():
         assert t.type == via_gguf.tensors[name].type and np.array_equal(t.data, via_gguf.tensors[name].data), name
+
+
+def test_bf16_source_gives_the_same_bytes(all_variants, tmp_path):
+    # The BF16 variant holds the tiny model's values exactly, so quantizing it matches quantizing the F32 file.
+    again = read_gguf(quantize_gguf(all_variants["BF16"], tmp_path / "q.gguf", "Q4_K_M", progress=False))
+    expected = read_gguf(all_variants["Q4_K_M"])
+    for name, t in again.tensors.items():
+        assert t.type == expected.tensors[name].type and np.array_equal(t.data, expected.tensors[name].data), name
 
 
 # A checkpoint whose LLM widths are multiples of 32 but not of 256: every K-quant falls back (spec §10).
@@ -425,3 +468,5 @@ def test_quality_report(tiny_gguf_f32, all_variants, tiny_mmproj_f16, capsys):
     assert 0 < kl["Q8_0"] < kl["Q4_K_M"] < kl["Q2_K"]
     assert top1["Q8_0"] > top1["Q4_K_M"] > top1["Q2_K"] and top1["Q8_0"] > 85
     assert rows["ggml-model-Q4_K_M.gguf"][1:3] == ["0.06", "5.51"]
+    assert quality_main([str(tiny_gguf_f32), "missing.gguf"]) == 2
+    assert "minicpmv-quality: error:" in capsys.readouterr().err
