@@ -18,15 +18,9 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 from . import ConversionError
 from .gguf_layout import LLM_ARCH, QUANTIZATION_VERSION, Key
-from .hf_to_gguf import GgufPlan, OutTensor, check_output_dir, quantize, write_plans
-from .quant_rules import FLOAT_TYPES, SIZE_VARIANTS, llm_tensor_type, parse_variant
+from .hf_to_gguf import FLOAT_STORAGE, GgufPlan, OutTensor, check_output_dir, quantize, write_plans
+from .quant_rules import SIZE_VARIANTS, llm_tensor_type, parse_variant
 
-# numpy storage of the source types (bf16 as its bit pattern)
-_SOURCE_STORAGE = {
-    GGMLQuantizationType.F32: np.float32,
-    GGMLQuantizationType.F16: np.float16,
-    GGMLQuantizationType.BF16: np.uint16,
-}
 # Keys not copied: the header's own fields (gguf-py names them GGUF.*), the architecture (GGUFWriter
 # writes it) and the alignment (the writer uses its default, so a copied value could lie).
 _NOT_COPIED = (Key.ARCHITECTURE, "general.alignment")
@@ -76,7 +70,7 @@ class GgufSource:
             for t in reader.tensors
         ]
         for t in self.tensors:
-            if t.type not in FLOAT_TYPES:
+            if t.type not in FLOAT_STORAGE:
                 raise ConversionError(
                     f"{self.path}: tensor {t.name} is already quantized ({t.type.name}): quantize from the F32, F16 "
                     "or BF16 file instead (requantizing compounds the errors; llama.cpp refuses it too unless "
@@ -95,7 +89,7 @@ class GgufSource:
 
     def _map(self, name: str) -> np.ndarray:
         t = self._by_name[name]
-        return np.memmap(self.path, dtype=_SOURCE_STORAGE[t.type], mode="r", offset=t.offset, shape=t.shape)
+        return np.memmap(self.path, dtype=FLOAT_STORAGE[t.type], mode="r", offset=t.offset, shape=t.shape)
 
     def _convert(self, name: str, out_type: GGMLQuantizationType) -> np.ndarray:
         """Tensor ``name`` in ``out_type``, in the writer's storage (OutTensor.load)."""

@@ -42,7 +42,7 @@ from .quant_rules import llm_tensor_type, parse_variant, tensor_nbytes
 
 # numpy storage of the float types; bf16 is kept as its uint16 bit pattern. Quantized tensors are
 # stored as uint8 rows of their blocks' bytes.
-_STORAGE = {
+FLOAT_STORAGE = {
     GGMLQuantizationType.F32: np.dtype(np.float32),
     GGMLQuantizationType.F16: np.dtype(np.float16),
     GGMLQuantizationType.BF16: np.dtype(np.uint16),
@@ -143,12 +143,12 @@ class Checkpoint:
         rows at a time, a quantized type by ggml straight from the stored values."""
         e = self.entries[name]
         src = self.raw(name)[rows]
-        if out_type not in _STORAGE:
+        if out_type not in FLOAT_STORAGE:
             return quantize(src, _SAFETENSORS_DTYPES[e.dtype][2], out_type, name)
         if out_type == GGMLQuantizationType.BF16 and e.dtype == "BF16":
             return np.array(src)
         to_f32 = _SAFETENSORS_DTYPES[e.dtype][1]
-        out = np.empty(src.shape, dtype=_STORAGE[out_type])
+        out = np.empty(src.shape, dtype=FLOAT_STORAGE[out_type])
         rows_out, rows_src = out.reshape(src.shape[0], -1), src.reshape(src.shape[0], -1)
         for i in range(0, src.shape[0], _ROWS_PER_CHUNK):
             values = to_f32(rows_src[i : i + _ROWS_PER_CHUNK])
@@ -348,8 +348,8 @@ class _PendingFile:
         try:
             plan.metadata(self.writer)
             for t in plan.tensors:
-                if t.type in _STORAGE:
-                    storage, shape = _STORAGE[t.type], t.shape
+                if t.type in FLOAT_STORAGE:
+                    storage, shape = FLOAT_STORAGE[t.type], t.shape
                 else:
                     storage, shape = np.dtype(np.uint8), quant_shape_to_byte_shape(t.shape, t.type)
                 self.writer.add_tensor_info(t.name, shape, storage, tensor_nbytes(t.shape, t.type), raw_dtype=t.type)
