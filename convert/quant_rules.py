@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
@@ -100,7 +101,7 @@ _BUMPS: dict[str, dict[str, tuple[Bump, ...]]] = {
         "attn_output": ((T.Q4_K, _always),),
     },
     "Q3_K_L": {"attn_v": ((T.Q5_K, _always),), "ffn_down": ((T.Q5_K, _always),), "attn_output": ((T.Q5_K, _always),)},
-    # With 4 or more query heads per KV head, attn_v is small enough to afford Q4_K.
+    # With 4 or more query heads per KV head, attn_v is small enough to afford Q4_K (llama.cpp; Q3_K below).
     "Q2_K": {
         "attn_v": ((T.Q4_K, lambda i, n, gqa: gqa >= 4), (T.Q3_K, _always)),
         "ffn_down": ((T.Q3_K, _always),),
@@ -124,10 +125,7 @@ def block_size(t: GGMLQuantizationType) -> int:
 def tensor_nbytes(shape: tuple[int, ...], t: GGMLQuantizationType) -> int:
     """Bytes of a tensor of numpy ``shape`` stored as ``t``."""
     block, size = GGML_QUANT_SIZES[t]
-    n = 1
-    for d in shape:
-        n *= d
-    return n // block * size
+    return prod(shape) // block * size
 
 
 def quantizable(name: str, shape: tuple[int, ...]) -> bool:
