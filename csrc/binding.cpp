@@ -303,13 +303,15 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_vocab", &Tokenizer::n_vocab);
 
     py::class_<Model>(m, "Model")
-        .def(py::init([](const std::string & path, const std::string & mmproj, const std::string & device) {
+        .def(py::init([](const std::string & path, const std::string & mmproj, const std::string & device, bool cpu_repack) {
                  ModelParams p = default_model_params();
                  p.device = device;
+                 p.cpu_repack = cpu_repack;
                  py::gil_scoped_release release;
                  return std::make_unique<Model>(path, mmproj, p);
              }),
-             py::arg("model_path"), py::arg("mmproj_path") = "", py::arg("device") = default_model_params().device)
+             py::arg("model_path"), py::arg("mmproj_path") = "", py::arg("device") = default_model_params().device,
+             py::arg("cpu_repack") = default_model_params().cpu_repack)
         .def_property_readonly("has_vision", [](const Model & m) { return m.vision() != nullptr; })
         .def_property_readonly("vision_config", [](const Model & m) -> py::object {
             if (m.vision() == nullptr) return py::none();

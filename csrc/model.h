@@ -20,6 +20,9 @@ class Weights;
 
 struct ModelParams {
     std::string device = "auto";  // see select_device()
+    // Quantized matrices in ggml's CPU_REPACK layout (faster CPU kernels). An "extra" buffer type, so
+    // off by default: ggml's AMX extra type crashes on some CPUs, and extra types stay opt-in.
+    bool cpu_repack = false;
 };
 
 ModelParams default_model_params();

@@ -110,7 +110,7 @@ bool is_lookup_table(const std::string & name) { return name == "token_embd.weig
 
 }  // namespace
 
-Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device) {
+Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device, bool cpu_repack) {
     std::unordered_set<std::string> expected;
     size_t max_tensor = 0;
     for (const WeightSpec & spec : table) {
@@ -133,7 +133,7 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
         if (props.caps.buffer_from_host_ptr) {
             // CPU: the matrices the repacked kernels take are copied into that layout once.
             std::vector<ggml_tensor *> packed;
-            if (ggml_backend_buffer_type_t repack = cpu_repack_buffer_type(device)) {
+            if (ggml_backend_buffer_type_t repack = cpu_repack ? cpu_repack_buffer_type(device) : nullptr) {
                 size_t total = 0;
                 for (auto & [name, t] : tensors_) {
                     if (ggml_n_dims(t) != 2 || is_lookup_table(name) || !mul_mat_supported_in(device, repack, t)) continue;

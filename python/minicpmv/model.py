@@ -97,6 +97,7 @@ class Model:
         n_batch: int = _SESSION["n_batch"],
         device: str = _core.default_device(),
         kv_cache_type: str = _SESSION["kv_cache_type"],
+        cpu_repack: bool = False,
     ):
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
             if not isinstance(value, int) or value < 1:
@@ -105,7 +106,8 @@ class Model:
             raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
         self.model_path = os.fspath(model_path)
         self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
-        self._model = _core.Model(self.model_path, self.mmproj_path or "", device)
+        # cpu_repack: quantized weights in ggml's CPU_REPACK layout (faster; an opt-in extra buffer type).
+        self._model = _core.Model(self.model_path, self.mmproj_path or "", device, bool(cpu_repack))
         self._session = _core.Session(
             self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
         )
