@@ -19,7 +19,14 @@ Each engine runs in its own subprocess per round (so peak RSS is its own), the e
 `torch` times the PyTorch float32 reference of the tests (tests/reference.py) on the vision rows,
 from the checkpoint's safetensors. The memory read bandwidth of the machine (benchmarks/membw.c, same
 thread count) turns the decode rate into a fraction of the bandwidth limit: tokens/s × bytes read per
-token / bandwidth. llama-cpp-python is a benchmark-only dependency (pip install llama-cpp-python).
+token / bandwidth.
+
+llama-cpp-python is a benchmark-only dependency. Do not install it into the project's environment: its
+wheel writes ggml 0.25 headers and libraries into site-packages/include and site-packages/lib, over
+the ggml-python ones the project builds against. Install it into its own directory and point
+--llama-cpp-path there:
+
+    CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --target /work/llama-cpp-python llama-cpp-python==0.3.36
 """
 
 from __future__ import annotations
@@ -277,6 +284,9 @@ def run_worker(engine: str, args, files: dict) -> dict:
     if args.llama_flash_attn:
         cmd.append("--llama-flash-attn")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    extra_path = {"llama.cpp": args.llama_cpp_path, "ours": args.ours_path}.get(engine)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     load_before = load_avg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -306,6 +316,9 @@ def main() -> None:
     parser.add_argument("--engines", default="ours,llama.cpp,torch")
     parser.add_argument("--rows", default=",".join(r for r in ROWS if r != "peak_rss"))
     parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
+    parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"),
+                        help="directory holding the llama_cpp package (pip install --target DIR llama-cpp-python)")
+    parser.add_argument("--ours-path", type=Path, help="run `ours` from a minicpmv installed there (pip install --target DIR .)")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     # worker mode (internal)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)

@@ -1,5 +1,7 @@
 #include "resampler.h"
 
+#include "bf16_kernels.h"
+
 #include <ggml.h>
 
 #include <algorithm>
@@ -23,35 +25,50 @@ ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, 
 
     in.pos_embed = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, E, n_max, n_slices);
     ggml_set_input(in.pos_embed);
-    in.key_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, Q, 1, n_slices);
-    ggml_set_input(in.key_mask);
+    // The same choice of kernels as the encoder (vision_encoder.cpp): bf16 products for f16/bf16 files.
+    const bool bf16 = bf16_kernels_usable(w.kv_w);
+    auto linear = [&](ggml_tensor * weight, ggml_tensor * bias, ggml_tensor * x) {
+        if (bf16) return bf16_linear(ctx, weight, x, {bias});
+        ggml_tensor * y = ggml_mul_mat(ctx, weight, x);
+        return bias != nullptr ? ggml_add(ctx, y, bias) : y;
+    };
+    if (!bf16 || has_padding(batch)) {  // the bf16 attention needs no mask when no slice is padded
+        in.key_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, Q, 1, n_slices);
+        ggml_set_input(in.key_mask);
+    }
 
     // kv = ln_kv(kv_proj(x))
-    ggml_tensor * kv = ggml_mul_mat(ctx, w.kv_w, ggml_reshape_2d(ctx, vision_out, c.n_embd, n_max * n_slices));
+    ggml_tensor * kv = linear(w.kv_w, nullptr, ggml_reshape_2d(ctx, vision_out, c.n_embd, n_max * n_slices));
     kv = layer_norm(ctx, kv, w.ln_kv_w, w.ln_kv_b, c.eps);
     ggml_tensor * keys_in = ggml_add(ctx, kv, ggml_reshape_2d(ctx, in.pos_embed, E, n_max * n_slices));
 
     // q = in_proj_q(ln_q(query)): the same for every slice, computed once per batch
     ggml_tensor * q = layer_norm(ctx, w.query, w.ln_q_w, w.ln_q_b, c.eps);
-    q = ggml_add(ctx, ggml_mul_mat(ctx, w.attn_q_w, q), w.attn_q_b);
-    q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, q, D, H, Q, 1), 0, 2, 1, 3));  // [D, Q, H, 1]
-    q = ggml_repeat(ctx, q, ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, Q, H, n_slices));
+    q = linear(w.attn_q_w, w.attn_q_b, q);
+    q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, D, H, Q, 1), 0, 2, 1, 3);  // [D, Q, H, 1]
 
     // attn: keys = in_proj_k(kv + pos), values = in_proj_v(kv)
     auto heads = [&](ggml_tensor * wt, ggml_tensor * bias, ggml_tensor * x) {
-        ggml_tensor * t = ggml_add(ctx, ggml_mul_mat(ctx, wt, x), bias);
+        ggml_tensor * t = linear(wt, bias, x);
         return ggml_permute(ctx, ggml_reshape_4d(ctx, t, D, H, n_max, n_slices), 0, 2, 1, 3);  // [D, n_max, H, n_slices]
     };
     ggml_tensor * k = heads(w.attn_k_w, w.attn_k_b, keys_in);
     ggml_tensor * v = heads(w.attn_v_w, w.attn_v_b, kv);
-    ggml_tensor * attn = ggml_flash_attn_ext(ctx, q, k, v, in.key_mask, 1.0f / std::sqrt(static_cast<float>(D)), 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    ggml_tensor * attn;
+    if (bf16) {
+        attn = bf16_attention(ctx, q, k, v, in.key_mask, scale, /*bf16_out =*/true);  // queries shared by all slices
+    } else {
+        q = ggml_repeat(ctx, ggml_cont(ctx, q), ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, Q, H, n_slices));
+        attn = ggml_flash_attn_ext(ctx, q, k, v, in.key_mask, scale, 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+    }
     ggml_tensor * out = ggml_reshape_2d(ctx, attn, E, Q * n_slices);
-    out = ggml_add(ctx, ggml_mul_mat(ctx, w.attn_out_w, out), w.attn_out_b);
+    out = linear(w.attn_out_w, w.attn_out_b, out);
 
     // ln_post, then x @ proj (proj is stored transposed for mul_mat)
     out = layer_norm(ctx, out, w.ln_post_w, w.ln_post_b, c.eps);
-    out = ggml_mul_mat(ctx, w.proj, out);
+    out = linear(w.proj, nullptr, out);
     ggml_set_name(out, "resampler_out");
     return ggml_reshape_3d(ctx, out, E, Q, n_slices);
 }

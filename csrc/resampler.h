@@ -8,7 +8,7 @@ namespace minicpmv {
 
 struct ResamplerInputs {
     ggml_tensor * pos_embed = nullptr;  // f32 [embed, n_max, n_slices]: sincos2d of each patch (0 on padding)
-    ggml_tensor * key_mask = nullptr;   // f16 [n_max, n_query, 1, n_slices]: -inf on padded keys
+    ggml_tensor * key_mask = nullptr;   // f16 [n_max, n_query, 1, n_slices]: -inf on padded keys (nullptr: not needed)
 };
 
 // vision_out: [n_embd, n_max, n_slices] from build_vision_graph. Returns [embed, n_query, n_slices].

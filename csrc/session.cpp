@@ -38,6 +38,22 @@ size_t complete_utf8_prefix(const std::string & s) {
     return n;
 }
 
+// Rows of the token embedding table as f32 (the values ggml_get_rows computes in the graph).
+void token_embeddings(const ggml_tensor * table, const int32_t * ids, size_t n, float * out) {
+    const int64_t n_embd = table->ne[0];
+    const ggml_to_float_t to_float = ggml_get_type_traits(table->type)->to_float;
+    std::vector<uint8_t> row(table->nb[1]);
+    for (size_t i = 0; i < n; ++i) {
+        float * dst = out + i * n_embd;
+        if (table->type == GGML_TYPE_F32) {
+            ggml_backend_tensor_get(table, dst, static_cast<size_t>(ids[i]) * table->nb[1], table->nb[1]);
+        } else {
+            ggml_backend_tensor_get(table, row.data(), static_cast<size_t>(ids[i]) * table->nb[1], table->nb[1]);
+            to_float(row.data(), dst, n_embd);
+        }
+    }
+}
+
 }  // namespace
 
 SessionParams default_session_params() { return SessionParams{}; }
@@ -267,9 +283,9 @@ std::vector<float> Session::encode_slices(const std::vector<const VisionInput *>
         fill_pos_embed(batch, c.embed, pos_embed);
         ggml_backend_tensor_set(vin.patches, patches.data(), 0, ggml_nbytes(vin.patches));
         ggml_backend_tensor_set(vin.pos_ids, pos_ids.data(), 0, ggml_nbytes(vin.pos_ids));
-        ggml_backend_tensor_set(vin.attn_mask, attn_mask.data(), 0, ggml_nbytes(vin.attn_mask));
+        if (vin.attn_mask != nullptr) ggml_backend_tensor_set(vin.attn_mask, attn_mask.data(), 0, ggml_nbytes(vin.attn_mask));
         ggml_backend_tensor_set(rin.pos_embed, pos_embed.data(), 0, ggml_nbytes(rin.pos_embed));
-        ggml_backend_tensor_set(rin.key_mask, key_mask.data(), 0, ggml_nbytes(rin.key_mask));
+        if (rin.key_mask != nullptr) ggml_backend_tensor_set(rin.key_mask, key_mask.data(), 0, ggml_nbytes(rin.key_mask));
         const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
         if (status != GGML_STATUS_SUCCESS) {
             ggml_free(ctx);
@@ -333,25 +349,33 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
     }
     const std::vector<float> embeddings = needed.empty() ? std::vector<float>() : encode_slices(needed);
 
-    // Walk the rest of the prompt: text runs as token ids, image spans as embeddings.
+    // The rest of the prompt. With images in it, every position goes in as an embedding (text rows
+    // looked up here), so that the prompt runs in full n_batch batches instead of one graph per text
+    // run and per image span; text alone goes in as token ids.
     std::vector<float> logits;
     const size_t n_embd = static_cast<size_t>(model_.config().n_embd);
-    size_t pos = reuse;
-    for (size_t i = 0; i <= prompt.spans.size() && pos < n_prompt; ++i) {
-        const size_t span_begin = i < prompt.spans.size() ? static_cast<size_t>(prompt.spans[i].begin) : n_prompt;
-        if (pos < span_begin) {
-            logits = append(std::vector<int32_t>(prompt.tokens.begin() + pos, prompt.tokens.begin() + span_begin), nullptr,
-                            keys.data() + pos, false);
-            pos = span_begin;
+    const std::vector<int32_t> rest(prompt.tokens.begin() + reuse, prompt.tokens.end());
+    if (needed.empty()) {
+        logits = append(rest, nullptr, keys.data() + reuse, false);
+    } else {
+        std::vector<float> embd(rest.size() * n_embd);
+        size_t pos = reuse;
+        for (size_t i = 0; i <= prompt.spans.size() && pos < n_prompt; ++i) {
+            const size_t span_begin = i < prompt.spans.size() ? std::max(pos, static_cast<size_t>(prompt.spans[i].begin)) : n_prompt;
+            if (pos < span_begin) {
+                token_embeddings(model_.decoder().token_embd, prompt.tokens.data() + pos, span_begin - pos,
+                                 embd.data() + (pos - reuse) * n_embd);
+                pos = span_begin;
+            }
+            if (i == prompt.spans.size()) break;
+            const size_t span_end = static_cast<size_t>(prompt.spans[i].begin) + prompt.n_query;
+            if (pos < span_end) {
+                const float * e = embeddings.data() + (span_row[i] * prompt.n_query + (pos - prompt.spans[i].begin)) * n_embd;
+                std::copy(e, e + (span_end - pos) * n_embd, embd.data() + (pos - reuse) * n_embd);
+                pos = span_end;
+            }
         }
-        if (i == prompt.spans.size()) break;
-        const size_t span_end = span_begin + prompt.n_query;
-        if (pos < span_end) {
-            const float * e = embeddings.data() + span_row[i] * prompt.n_query * n_embd + (pos - span_begin) * n_embd;
-            logits = append(std::vector<int32_t>(prompt.tokens.begin() + pos, prompt.tokens.begin() + span_end), e,
-                            keys.data() + pos, false);
-            pos = span_end;
-        }
+        logits = append(rest, embd.data(), keys.data() + reuse, false);
     }
     const double prefill_ms = ms_since(t0);
 

@@ -1,5 +1,6 @@
 #include "vision_encoder.h"
 
+#include "bf16_kernels.h"
 #include "error.h"
 
 #include <ggml.h>
@@ -44,50 +45,70 @@ ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, con
     const int64_t n_max = batch.n_max;
     const int64_t n_rows = n_max * n_slices;
     const int64_t patch_len = 3LL * c.patch_size * c.patch_size;
+    // f16/bf16 weights on an AVX-512 BF16 CPU: products and attention in bf16 with f32 sums (the
+    // checkpoint's own precision, bf16_kernels.h); otherwise ggml's operations at the file's precision.
+    const bool bf16 = bf16_kernels_usable(w.layers[0].q_w);
 
     in.patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, patch_len, n_max, n_slices);
     ggml_set_input(in.patches);
     in.pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_rows);
     ggml_set_input(in.pos_ids);
-    in.attn_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, n_max, 1, n_slices);
-    ggml_set_input(in.attn_mask);
+    if (!bf16 || has_padding(batch)) {  // the bf16 attention needs no mask when no slice is padded
+        in.attn_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, n_max, 1, n_slices);
+        ggml_set_input(in.attn_mask);
+    }
 
     // embeddings.patch_embedding: the stride-14 convolution is a matrix product over patches
     ggml_tensor * kernel = ggml_reshape_2d(ctx, w.patch_w, patch_len, c.n_embd);
-    ggml_tensor * x = ggml_mul_mat(ctx, kernel, ggml_reshape_2d(ctx, in.patches, patch_len, n_rows));
-    x = ggml_add(ctx, x, w.patch_b);
+    ggml_tensor * patches = ggml_reshape_2d(ctx, in.patches, patch_len, n_rows);
+    ggml_tensor * x = bf16 ? bf16_linear(ctx, kernel, patches, {w.patch_b}) : ggml_add(ctx, ggml_mul_mat(ctx, kernel, patches), w.patch_b);
     // embeddings.position_embedding at the bucketized ids
     x = ggml_add(ctx, x, ggml_get_rows(ctx, w.pos_embd, in.pos_ids));
 
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    // self_attn.{q,k,v}_proj of the normalised input, as [head_dim, n_max, n_head, n_slices] views
+    auto heads = [&](ggml_tensor * cur, ggml_tensor * wt, ggml_tensor * bias) {
+        ggml_tensor * t = bf16 ? bf16_linear(ctx, wt, cur, {bias}) : ggml_add(ctx, ggml_mul_mat(ctx, wt, cur), bias);
+        return ggml_permute(ctx, ggml_reshape_4d(ctx, t, c.head_dim, c.n_head, n_max, n_slices), 0, 2, 1, 3);
+    };
     for (int il = 0; il < c.n_layer; ++il) {
         const VisionLayer & L = w.layers[il];
-        // encoder.layers[il]: x += out_proj(attn(layer_norm1(x)))
-        ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, c.eps);
-        auto heads = [&](ggml_tensor * wt, ggml_tensor * bias) {
-            ggml_tensor * t = ggml_add(ctx, ggml_mul_mat(ctx, wt, cur), bias);
-            t = ggml_reshape_4d(ctx, t, c.head_dim, c.n_head, n_max, n_slices);
-            return ggml_permute(ctx, t, 0, 2, 1, 3);  // [head_dim, n_max, n_head, n_slices]
-        };
-        ggml_tensor * q = heads(L.q_w, L.q_b);
-        ggml_tensor * k = heads(L.k_w, L.k_b);
-        ggml_tensor * v = heads(L.v_w, L.v_b);
-        ggml_tensor * attn = ggml_flash_attn_ext(ctx, q, k, v, in.attn_mask, kq_scale, 0.0f, 0.0f);
-        ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
-        cur = ggml_reshape_2d(ctx, attn, c.n_embd, n_rows);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.out_w, cur), L.out_b);
-        x = ggml_add(ctx, x, cur);
+        if (bf16) {
+            // The same block with LayerNorm writing bf16 rows and bias, GELU and residual folded into
+            // the products (bf16_kernels.h).
+            ggml_tensor * cur = bf16_layer_norm(ctx, x, L.ln1_w, L.ln1_b, c.eps);
+            ggml_tensor * attn = bf16_attention(ctx, heads(cur, L.q_w, L.q_b), heads(cur, L.k_w, L.k_b), heads(cur, L.v_w, L.v_b),
+                                                in.attn_mask, kq_scale, /*bf16_out =*/true);
+            x = bf16_linear(ctx, L.out_w, ggml_reshape_2d(ctx, attn, c.n_embd, n_rows), {L.out_b, x});
+            cur = bf16_layer_norm(ctx, x, L.ln2_w, L.ln2_b, c.eps);
+            cur = bf16_linear(ctx, L.fc1_w, cur, {L.fc1_b, nullptr, Activation::gelu_tanh, /*bf16_out =*/true});
+            x = bf16_linear(ctx, L.fc2_w, cur, {L.fc2_b, x});
+        } else {
+            // encoder.layers[il]: x += out_proj(attn(layer_norm1(x)))
+            ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, c.eps);
+            ggml_tensor * attn = ggml_flash_attn_ext(ctx, heads(cur, L.q_w, L.q_b), heads(cur, L.k_w, L.k_b), heads(cur, L.v_w, L.v_b),
+                                                     in.attn_mask, kq_scale, 0.0f, 0.0f);
+            ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+            cur = ggml_reshape_2d(ctx, attn, c.n_embd, n_rows);
+            x = ggml_add(ctx, x, ggml_add(ctx, ggml_mul_mat(ctx, L.out_w, cur), L.out_b));
 
-        // x += fc2(gelu_tanh(fc1(layer_norm2(x))))
-        cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, c.eps);
-        cur = gelu_tanh(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.fc1_w, cur), L.fc1_b));
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.fc2_w, cur), L.fc2_b);
-        x = ggml_add(ctx, x, cur);
+            // x += fc2(gelu_tanh(fc1(layer_norm2(x))))
+            cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, c.eps);
+            cur = gelu_tanh(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.fc1_w, cur), L.fc1_b));
+            x = ggml_add(ctx, x, ggml_add(ctx, ggml_mul_mat(ctx, L.fc2_w, cur), L.fc2_b));
+        }
         ggml_set_name(x, ("vpm_layer_out_l" + std::to_string(il)).c_str());
     }
     x = layer_norm(ctx, x, w.post_ln_w, w.post_ln_b, c.eps);  // post_layernorm
     ggml_set_name(x, "vpm_out");
     return ggml_reshape_3d(ctx, x, c.n_embd, n_max, n_slices);
+}
+
+bool has_padding(const VisionBatch & batch) {
+    for (const PatchGrid & g : batch.slices) {
+        if (g.n_patches() != batch.n_max) return true;
+    }
+    return false;
 }
 
 std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {

@@ -26,11 +26,13 @@ struct VisionBatch {
 };
 
 VisionBatch make_vision_batch(const std::vector<PatchGrid> & slices);
+// Whether some slice is shorter than the longest one (its padded patches must be masked out).
+bool has_padding(const VisionBatch & batch);
 
 struct VisionInputs {
     ggml_tensor * patches = nullptr;    // f32 [3·p·p, n_max, n_slices]: pixels of each patch, (c, y, x) order
     ggml_tensor * pos_ids = nullptr;    // i32 [n_max·n_slices]: rows of the position table
-    ggml_tensor * attn_mask = nullptr;  // f16 [n_max, n_max, 1, n_slices]: -inf on padded keys
+    ggml_tensor * attn_mask = nullptr;  // f16 [n_max, n_max, 1, n_slices]: -inf on padded keys (nullptr: not needed)
 };
 
 // Returns the post-LayerNorm hidden states [n_embd, n_max, n_slices].

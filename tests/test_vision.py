@@ -4,7 +4,9 @@ and the checkpoint's tokenizer) on the tiny synthetic checkpoint.
 
 Tolerances: F32 files compute what the float32 reference computes (measured ≤ 1e-6 relative on the
 resampler outputs; bound 1e-4). F16 vision weights round each weight to 11 significant bits (measured
-≤ 7.5e-4; bound 3e-3).
+≤ 7.5e-4 with ggml's f16 kernels); on a CPU with AVX-512 BF16 the f16 file runs in bfloat16 with f32
+sums (csrc/bf16_kernels.h: 8 significant bits, the checkpoint's own precision; measured ≤ 8.7e-3 here,
+3.4e-3 on the full-size model, where PyTorch running the encoder in bf16 is 3.4e-3 off too): bound 2e-2.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def test_position_ids_equal_torch_bucketize():
             assert minicpmv._core.position_ids(cols, rows) == expected, (rows, cols)
 
 
-@pytest.mark.parametrize("vision_type,bound", [("f32", 1e-4), ("f16", 3e-3)])
+@pytest.mark.parametrize("vision_type,bound", [("f32", 1e-4), ("f16", 2e-2)])
 def test_slices_of_different_sizes_batched_equal_the_reference(request, tiny_gguf_f32, references, vision_type, bound):
     _, vpm, resampler, _ = references
     model = minicpmv.Model(tiny_gguf_f32, mmproj_path=request.getfixturevalue(f"tiny_mmproj_{vision_type}"))

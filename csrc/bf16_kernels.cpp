@@ -1,0 +1,542 @@
+#include "bf16_kernels.h"
+
+#include <ggml-backend.h>
+#include <ggml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MINICPMV_BF16_KERNELS 1
+#else
+#define MINICPMV_BF16_KERNELS 0
+#endif
+
+namespace minicpmv {
+
+#if MINICPMV_BF16_KERNELS
+
+namespace {
+
+// The tile: kMR rows of the broadcast operand (tokens, queries) × 16·NV columns of a packed panel
+// (output features, keys, value features), kMR·NV accumulators in registers. A "pair" is two
+// consecutive values along the summed dimension, the unit of vdpbf16ps: packed panels are
+// [pairs][16·NV] dwords, broadcast rows are bf16 rows of even length.
+constexpr int64_t kMR = 12;
+constexpr int64_t kPanel = 32;
+
+int64_t n_pairs(int64_t k) { return (k + 1) / 2; }
+
+bool cpu_has_avx512_bf16() {
+    static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    return has;
+}
+
+}  // namespace
+
+// The kernels are compiled for AVX-512 BF16 whatever the build flags (lambdas included, hence a
+// region rather than per-function attributes) and only run after cpu_has_avx512_bf16().
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")
+#endif
+
+namespace {
+
+__mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1); }
+
+// ggml aligns tensors to 32 bytes; packed panels start at the next 64-byte boundary (the tensor has
+// 64 spare bytes), so that each pair of a panel is one aligned vector load.
+template <typename T>
+T * align64(void * p) {
+    return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+// 64-byte aligned scratch memory (one per thread and call).
+struct Scratch {
+    std::vector<uint8_t> bytes;
+    template <typename T>
+    T * get(size_t n) {
+        bytes.resize(n * sizeof(T) + 64);
+        return align64<T>(bytes.data());
+    }
+};
+
+// Flags travel in the custom op's userdata pointer itself (flags_as_userdata below).
+template <typename T>
+T flags_from_userdata(const void * userdata) {
+    T t;
+    std::memcpy(&t, &userdata, sizeof t);
+    return t;
+}
+
+// One row of f32, f16 or bf16 values → bf16 (round to nearest even), zero-padded to an even length.
+void row_to_bf16(const void * src, ggml_type type, int64_t n, uint16_t * dst) {
+    for (int64_t k = 0; k < n; k += 16) {
+        const __mmask16 m = lanes(n - k);
+        __m512 v;
+        if (type == GGML_TYPE_F32) {
+            v = _mm512_maskz_loadu_ps(m, static_cast<const float *>(src) + k);
+        } else {
+            const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(src) + k);
+            v = type == GGML_TYPE_F16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+        _mm256_mask_storeu_epi16(dst + k, m, (__m256i)(_mm512_cvtneps_pbh(v)));
+    }
+    if (n % 2) dst[n] = 0;
+}
+
+// exp(x) for 16 lanes: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ~1 ulp.
+inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-87.3365478515625f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+// gelu_pytorch_tanh(x) = 0.5·x·(1 + tanh(u)) = x / (1 + exp(−2u)), u = √(2/π)·(x + 0.044715·x³).
+inline __m512 gelu_tanh16(__m512 x) {
+    const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    const __m512 u = _mm512_mul_ps(_mm512_fmadd_ps(x3, _mm512_set1_ps(0.044715f), x), _mm512_set1_ps(0.79788456080286535588f));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)))));
+}
+
+// acc[i][h] (16 lanes: columns 16h..16h+15 of the panel) = Σ_p a_i[p]·b[p][...] for kMR broadcast
+// rows a_i (bf16, row stride lda elements) and one packed panel b; `store(i, h, acc)` gets the sums.
+template <int NV, typename Store>
+inline void tile(const uint16_t * a, int64_t lda, const uint32_t * b, int64_t pairs, Store store) {
+    static_assert(NV == 1 || NV == 2, "a panel is 16 or 32 columns wide");
+    // Two flat arrays (not one [kMR][NV]) so that the compiler keeps all of them in registers.
+    __m512 acc0[kMR], acc1[kMR];
+    for (int i = 0; i < kMR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    const int32_t * rows[kMR];
+    for (int i = 0; i < kMR; ++i) rows[i] = reinterpret_cast<const int32_t *>(a + i * lda);
+    for (int64_t p = 0; p < pairs; ++p) {
+        const __m512bh b0 = (__m512bh)(_mm512_load_si512(b + p * NV * 16));
+        const __m512bh b1 = NV == 2 ? (__m512bh)(_mm512_load_si512(b + p * NV * 16 + 16)) : b0;
+#pragma GCC unroll 12
+        for (int i = 0; i < kMR; ++i) {
+            const __m512bh ai = (__m512bh)(_mm512_set1_epi32(rows[i][p]));
+            acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+            if constexpr (NV == 2) acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+        }
+    }
+    // Through a buffer with constant indices: a variable index into acc0/acc1 would keep them in
+    // memory, and the compiler would store every accumulator on every step of the loop above.
+    alignas(64) float sums[kMR][NV * 16];
+#pragma GCC unroll 12
+    for (int i = 0; i < kMR; ++i) {
+        _mm512_store_ps(sums[i], acc0[i]);
+        if constexpr (NV == 2) _mm512_store_ps(sums[i] + 16, acc1[i]);
+    }
+    for (int i = 0; i < kMR; ++i) {
+        for (int h = 0; h < NV; ++h) store(i, h, _mm512_load_ps(sums[i] + 16 * h));
+    }
+}
+
+// Packs rows 0..31 (fewer: zeros) of a matrix of width n (row j at src + j·ld bytes) into a 32-wide
+// panel: dword [p][j] = (bf16 row j value 2p, value 2p+1).
+void pack_rows(const char * src, size_t ld, ggml_type type, int64_t n_rows, int64_t n, uint16_t * scratch, uint32_t * panel) {
+    const int64_t pairs = n_pairs(n);
+    for (int64_t j = 0; j < kPanel; ++j) {
+        if (j < n_rows) {
+            row_to_bf16(src + j * ld, type, n, scratch);
+            const uint32_t * r = reinterpret_cast<const uint32_t *>(scratch);
+            for (int64_t p = 0; p < pairs; ++p) panel[p * kPanel + j] = r[p];
+        } else {
+            for (int64_t p = 0; p < pairs; ++p) panel[p * kPanel + j] = 0;
+        }
+    }
+}
+
+// Packs columns c0..c0+16·nv−1 (past `width`: zeros) of an f32 matrix with n_rows rows (row r at
+// src + r·ld bytes) along its rows: dword [p][j] = (bf16 of row 2p column c0+j, row 2p+1 column c0+j).
+void pack_columns(const char * src, size_t ld, int64_t n_rows, int64_t c0, int64_t width, int nv, uint32_t * panel) {
+    for (int64_t p = 0; p < n_pairs(n_rows); ++p) {
+        for (int h = 0; h < nv; ++h) {
+            const __mmask16 m = lanes(width - c0 - 16 * h);
+            auto bf16_of_row = [&](int64_t r) {
+                if (r >= n_rows || m == 0) return _mm512_setzero_si512();
+                const float * f = reinterpret_cast<const float *>(src + r * ld) + c0 + 16 * h;
+                return _mm512_cvtepu16_epi32((__m256i)(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, f))));
+            };
+            // The even row's value in the low half of each dword, the odd row's in the high half.
+            const __m512i d = _mm512_or_si512(bf16_of_row(2 * p), _mm512_slli_epi32(bf16_of_row(2 * p + 1), 16));
+            _mm512_store_si512(panel + (p * nv + h) * 16, d);
+        }
+    }
+}
+
+// Stores 16 lanes as f32 or as bf16 at element `col` of a row.
+inline void store_lanes(char * row, int64_t col, __mmask16 m, __m512 v, bool bf16) {
+    if (bf16) {
+        _mm256_mask_storeu_epi16(reinterpret_cast<uint16_t *>(row) + col, m, (__m256i)(_mm512_cvtneps_pbh(v)));
+    } else {
+        _mm512_mask_storeu_ps(reinterpret_cast<float *>(row) + col, m, v);
+    }
+}
+
+// --- linear ----------------------------------------------------------------------------------------------------
+
+// dst: the weight matrix [K, M] (src0) as ⌈M/32⌉ panels of [pairs(K)][32] dwords; threads split the
+// panels. Quantized rows are expanded to f32 by ggml's own dequantization first.
+void op_pack_weights(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * w = dst->src[0];
+    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
+    const bool plain = w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16;
+    const ggml_to_float_t to_float = ggml_get_type_traits(w->type)->to_float;
+    Scratch s_row, s_f32;
+    uint16_t * scratch = s_row.get<uint16_t>(2 * pairs);
+    float * rows = plain ? nullptr : s_f32.get<float>(kPanel * K);
+    for (int64_t c = ith; c * kPanel < M; c += nth) {
+        const int64_t n_rows = std::min<int64_t>(kPanel, M - c * kPanel);
+        const char * src = static_cast<const char *>(w->data) + c * kPanel * w->nb[1];
+        uint32_t * panel = align64<uint32_t>(dst->data) + c * pairs * kPanel;
+        if (plain) {
+            pack_rows(src, w->nb[1], w->type, n_rows, K, scratch, panel);
+        } else {
+            for (int64_t j = 0; j < n_rows; ++j) to_float(src + j * w->nb[1], rows + j * K, K);
+            pack_rows(reinterpret_cast<const char *>(rows), K * sizeof(float), GGML_TYPE_F32, n_rows, K, scratch, panel);
+        }
+    }
+}
+
+struct LinearFlags {
+    Activation act;
+    bool bf16_out;
+};
+
+// dst [M, N] = act(x·wᵀ + bias) + residual from the packed weights (src0), x (src1: f32, or bf16
+// rows), bias (src2) and residual (src3), either absent. Threads split the rows of x in blocks of
+// kMR; a chunk of blocks (≈512 KiB as bf16) stays in L2 while the weight panels stream past it.
+void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * packed = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const ggml_tensor * bias = dst->src[2];
+    const ggml_tensor * residual = dst->src[3];
+    const LinearFlags flags = flags_from_userdata<LinearFlags>(userdata);
+    const int64_t K = packed->src[0]->ne[0], M = packed->src[0]->ne[1], N = x->ne[1], pairs = n_pairs(K);
+    const uint32_t * panels = align64<const uint32_t>(packed->data);
+    const int64_t n_blocks = (N + kMR - 1) / kMR;
+    const int64_t b0 = n_blocks * ith / nth, b1 = n_blocks * (ith + 1) / nth;
+    const int64_t chunk = std::max<int64_t>(1, (512 * 1024) / (kMR * pairs * 4));
+    const bool x_bf16 = x->type == GGML_TYPE_BF16;
+
+    Scratch s_rows;
+    uint16_t * rows = s_rows.get<uint16_t>(chunk * kMR * 2 * pairs);  // the chunk's rows as bf16 (zero past N)
+    for (int64_t c = b0; c < b1; c += chunk) {
+        const int64_t c_end = std::min(b1, c + chunk);
+        const int64_t r_first = c * kMR, r_end = std::min(N, c_end * kMR);
+        const uint16_t * a_chunk;
+        if (x_bf16 && r_end - r_first == (c_end - c) * kMR && x->nb[1] == static_cast<size_t>(2 * pairs) * sizeof(uint16_t)) {
+            a_chunk = reinterpret_cast<const uint16_t *>(static_cast<const char *>(x->data) + r_first * x->nb[1]);
+        } else {
+            for (int64_t r = r_first; r < c_end * kMR; ++r) {
+                uint16_t * d = rows + (r - r_first) * 2 * pairs;
+                if (r >= N) {
+                    std::memset(d, 0, 2 * pairs * sizeof(uint16_t));
+                } else if (x_bf16) {
+                    std::memcpy(d, static_cast<const char *>(x->data) + r * x->nb[1], 2 * pairs * sizeof(uint16_t));
+                } else {
+                    row_to_bf16(static_cast<const char *>(x->data) + r * x->nb[1], x->type, K, d);
+                }
+            }
+            a_chunk = rows;
+        }
+        for (int64_t m0 = 0; m0 < M; m0 += kPanel) {
+            const uint32_t * b = panels + (m0 / kPanel) * pairs * kPanel;
+            for (int64_t blk = c; blk < c_end; ++blk) {
+                const int64_t r0 = blk * kMR;
+                tile<2>(a_chunk + (r0 - r_first) * 2 * pairs, 2 * pairs, b, pairs, [&](int i, int h, __m512 v) {
+                    const int64_t r = r0 + i, m = m0 + 16 * h;
+                    if (r >= N || m >= M) return;
+                    const __mmask16 mask = lanes(M - m);
+                    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, static_cast<const float *>(bias->data) + m));
+                    if (flags.act == Activation::gelu_tanh) v = gelu_tanh16(v);
+                    if (residual != nullptr) {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(
+                                                                             static_cast<const char *>(residual->data) + r * residual->nb[1]) + m));
+                    }
+                    store_lanes(static_cast<char *>(dst->data) + r * dst->nb[1], m, mask, v, flags.bf16_out);
+                });
+            }
+        }
+    }
+}
+
+// --- LayerNorm -----------------------------------------------------------------------------------------------
+
+void op_layer_norm(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * x = dst->src[0];
+    const float * w = static_cast<const float *>(dst->src[1]->data);
+    const float * b = static_cast<const float *>(dst->src[2]->data);
+    const float eps = flags_from_userdata<float>(userdata);
+    const int64_t C = x->ne[0], N = x->ne[1];
+    for (int64_t r = N * ith / nth; r < N * (ith + 1) / nth; ++r) {
+        const float * row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
+        __m512 s = _mm512_setzero_ps();
+        for (int64_t k = 0; k < C; k += 16) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes(C - k), row + k));
+        const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(s) / C);
+        __m512 s2 = _mm512_setzero_ps();
+        for (int64_t k = 0; k < C; k += 16) {
+            const __mmask16 m = lanes(C - k);
+            const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, row + k), mean);
+            s2 = _mm512_fmadd_ps(d, d, s2);
+        }
+        const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(s2) / C + eps));
+        uint16_t * out = reinterpret_cast<uint16_t *>(static_cast<char *>(dst->data) + r * dst->nb[1]);
+        for (int64_t k = 0; k < C; k += 16) {
+            const __mmask16 m = lanes(C - k);
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + k), mean), rstd);
+            const __m512 y = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, w + k), _mm512_maskz_loadu_ps(m, b + k));
+            _mm256_mask_storeu_epi16(out + k, m, (__m256i)(_mm512_cvtneps_pbh(y)));
+        }
+        if (C % 2) out[C] = 0;
+    }
+}
+
+// --- attention -----------------------------------------------------------------------------------------------
+
+struct AttentionFlags {
+    float scale;
+    bool bf16_out;
+};
+
+// One (slice, head) per step, threads interleaved: K packed in panels of 32 keys, V in panels of value
+// features along the keys; then per block of kMR queries: scores (bf16 product), exp(score − max)
+// in f32, the product of those (as bf16) with V, divided by their sum at the end.
+void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * q = dst->src[0];
+    const ggml_tensor * k = dst->src[1];
+    const ggml_tensor * v = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];
+    const AttentionFlags flags = flags_from_userdata<AttentionFlags>(userdata);
+    const int64_t D = q->ne[0], Nq = q->ne[1], H = q->ne[2], Nk = k->ne[1], S = k->ne[3];
+    const int64_t d_pairs = n_pairs(D), k_pairs = n_pairs(Nk);
+    const int64_t k_panels = (Nk + kPanel - 1) / kPanel;
+    const int64_t ld_scores = k_panels * kPanel;
+
+    Scratch s_kp, s_vp, s_scores, s_probs, s_q, s_row;
+    uint32_t * kp = s_kp.get<uint32_t>(k_panels * d_pairs * kPanel);
+    uint32_t * vp = s_vp.get<uint32_t>((D + kPanel) * k_pairs);
+    float * scores = s_scores.get<float>(kMR * ld_scores);
+    uint16_t * probs = s_probs.get<uint16_t>(kMR * 2 * k_pairs);
+    uint16_t * qb = s_q.get<uint16_t>(kMR * 2 * d_pairs);
+    uint16_t * row = s_row.get<uint16_t>(2 * d_pairs);
+    // Value panels: 32 features wide, the last one 16 wide when that covers the rest.
+    std::vector<std::pair<int64_t, int>> v_panels;  // (first feature, vectors of 16)
+    std::vector<size_t> v_offsets;
+    size_t v_offset = 0;
+    for (int64_t d = 0; d < D; d += kPanel) {
+        const int nv = D - d <= 16 ? 1 : 2;
+        v_panels.push_back({d, nv});
+        v_offsets.push_back(v_offset);
+        v_offset += static_cast<size_t>(k_pairs) * 16 * nv;
+    }
+
+    for (int64_t item = ith; item < S * H; item += nth) {
+        const int64_t s = item / H, h = item % H;
+        const char * k0 = static_cast<const char *>(k->data) + h * k->nb[2] + s * k->nb[3];
+        const char * v0 = static_cast<const char *>(v->data) + h * v->nb[2] + s * v->nb[3];
+        const char * q0 = static_cast<const char *>(q->data) + h * q->nb[2] + (s % q->ne[3]) * q->nb[3];
+        for (int64_t c = 0; c < k_panels; ++c) {
+            pack_rows(k0 + c * kPanel * k->nb[1], k->nb[1], k->type, std::min<int64_t>(kPanel, Nk - c * kPanel), D, row,
+                      kp + c * d_pairs * kPanel);
+        }
+        for (size_t c = 0; c < v_panels.size(); ++c) pack_columns(v0, v->nb[1], Nk, v_panels[c].first, D, v_panels[c].second, vp + v_offsets[c]);
+
+        for (int64_t q_first = 0; q_first < Nq; q_first += kMR) {
+            const int64_t nq = std::min<int64_t>(kMR, Nq - q_first);
+            for (int64_t i = 0; i < kMR; ++i) {
+                if (i < nq) {
+                    row_to_bf16(q0 + (q_first + i) * q->nb[1], q->type, D, qb + i * 2 * d_pairs);
+                } else {
+                    std::memset(qb + i * 2 * d_pairs, 0, 2 * d_pairs * sizeof(uint16_t));
+                }
+            }
+            // Scores, and (without a mask) each row's maximum over the real keys.
+            __m512 vmax[kMR];
+            for (int i = 0; i < kMR; ++i) vmax[i] = _mm512_set1_ps(-INFINITY);
+            for (int64_t c = 0; c < k_panels; ++c) {
+                tile<2>(qb, 2 * d_pairs, kp + c * d_pairs * kPanel, d_pairs, [&](int i, int hh, __m512 acc) {
+                    const int64_t j = c * kPanel + 16 * hh;
+                    _mm512_store_ps(scores + i * ld_scores + j, acc);
+                    vmax[i] = _mm512_mask_max_ps(vmax[i], lanes(Nk - j), vmax[i], acc);
+                });
+            }
+            float inv_sum[kMR];
+            for (int64_t i = 0; i < kMR; ++i) {
+                uint16_t * p_row = probs + i * 2 * k_pairs;
+                inv_sum[i] = 0.0f;
+                if (i >= nq) {
+                    std::memset(p_row, 0, 2 * k_pairs * sizeof(uint16_t));
+                    continue;
+                }
+                float * sc = scores + i * ld_scores;
+                __m512 shift, mul;
+                if (mask != nullptr) {
+                    // scale·s + mask first; its maximum shifts the exponentials.
+                    const uint16_t * m_row = reinterpret_cast<const uint16_t *>(static_cast<const char *>(mask->data) +
+                                                                                (q_first + i) * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3]);
+                    __m512 mx = _mm512_set1_ps(-INFINITY);
+                    for (int64_t j = 0; j < Nk; j += 16) {
+                        const __mmask16 m = lanes(Nk - j);
+                        const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(sc + j), _mm512_set1_ps(flags.scale)),
+                                                       _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, m_row + j)));
+                        _mm512_storeu_ps(sc + j, x);
+                        mx = _mm512_mask_max_ps(mx, m, mx, x);
+                    }
+                    shift = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                    mul = _mm512_set1_ps(1.0f);
+                } else {
+                    shift = _mm512_set1_ps(_mm512_reduce_max_ps(vmax[i]));
+                    mul = _mm512_set1_ps(flags.scale);
+                }
+                const bool empty = std::isinf(_mm512_cvtss_f32(shift));  // every key masked out
+                __m512 sum = _mm512_setzero_ps();
+                for (int64_t j = 0; j < Nk; j += 16) {
+                    const __mmask16 m = lanes(Nk - j);
+                    __m512 e = empty ? _mm512_setzero_ps() : exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + j), shift), mul));
+                    e = _mm512_maskz_mov_ps(m, e);
+                    sum = _mm512_add_ps(sum, e);
+                    _mm256_mask_storeu_epi16(p_row + j, m, (__m256i)(_mm512_cvtneps_pbh(e)));
+                }
+                if (Nk % 2) p_row[Nk] = 0;
+                const float total = _mm512_reduce_add_ps(sum);
+                inv_sum[i] = total > 0.0f ? 1.0f / total : 0.0f;
+            }
+            for (size_t c = 0; c < v_panels.size(); ++c) {
+                const int64_t d0 = v_panels[c].first;
+                auto store = [&](int i, int hh, __m512 acc) {
+                    const int64_t d = d0 + 16 * hh;
+                    if (i >= nq || d >= D) return;
+                    char * out = static_cast<char *>(dst->data) + (q_first + i) * dst->nb[1] + s * dst->nb[2];
+                    store_lanes(out, h * D + d, lanes(D - d), _mm512_mul_ps(acc, _mm512_set1_ps(inv_sum[i])), flags.bf16_out);
+                };
+                if (v_panels[c].second == 2) {
+                    tile<2>(probs, 2 * k_pairs, vp + v_offsets[c], k_pairs, store);
+                } else {
+                    tile<1>(probs, 2 * k_pairs, vp + v_offsets[c], k_pairs, store);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace {
+
+template <typename T>
+void * flags_as_userdata(const T & flags) {
+    static_assert(sizeof(T) <= sizeof(void *), "flags must fit in the userdata pointer");
+    void * userdata = nullptr;
+    std::memcpy(&userdata, &flags, sizeof flags);
+    return userdata;
+}
+
+// bf16 rows of width n: a BF16 tensor [2·⌈n/2⌉, rows...].
+bool is_bf16_rows(const ggml_tensor * t, int64_t n) { return t->type == GGML_TYPE_BF16 && t->ne[0] == 2 * n_pairs(n); }
+
+}  // namespace
+
+bool bf16_kernels_usable(const ggml_tensor * w) {
+    if (w == nullptr || w->type == GGML_TYPE_F32 || w->buffer == nullptr || ggml_get_type_traits(w->type)->to_float == nullptr) {
+        return false;
+    }
+    // Plain host memory in ggml's layout (weights mapped from the file sit in the CPU "from pointer"
+    // buffer type, which names no device; a repacked buffer is not a host buffer).
+    ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+    const bool cpu = dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    return cpu && ggml_backend_buft_is_host(buft) && cpu_has_avx512_bf16();
+}
+
+ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
+    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
+    GGML_ASSERT(ggml_n_dims(w) <= 2 && ggml_get_type_traits(w->type)->to_float != nullptr);
+    GGML_ASSERT((x->type == GGML_TYPE_F32 && x->ne[0] == K && x->nb[0] == sizeof(float)) || is_bf16_rows(x, K));
+    GGML_ASSERT(ggml_n_dims(x) <= 2 && (!opt.bf16_out || M % 2 == 0));
+    GGML_ASSERT(opt.residual == nullptr || (opt.residual->type == GGML_TYPE_F32 && opt.residual->ne[0] == M && opt.residual->ne[1] == x->ne[1]));
+    const int64_t N = x->ne[1];
+
+    ggml_tensor * w_args[] = {w};
+    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, pairs * kPanel * ((M + kPanel - 1) / kPanel) + 16, 1, 1, 1, w_args, 1,
+                                          op_pack_weights, GGML_N_TASKS_MAX, nullptr);
+    ggml_format_name(packed, "bf16_packed-%s", w->name);
+    const LinearFlags flags{opt.act, opt.bf16_out};
+    ggml_tensor * args[] = {packed, x, opt.bias, opt.residual};
+    ggml_tensor * y = ggml_custom_4d(ctx, opt.bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, M, N, 1, 1, args, 4, op_linear,
+                                     GGML_N_TASKS_MAX, flags_as_userdata(flags));
+    ggml_format_name(y, "bf16_linear-%s", w->name);
+    return y;
+}
+
+ggml_tensor * bf16_layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float));
+    GGML_ASSERT(w->type == GGML_TYPE_F32 && b->type == GGML_TYPE_F32 && w->ne[0] == x->ne[0] && b->ne[0] == x->ne[0]);
+    ggml_tensor * args[] = {x, w, b};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pairs(x->ne[0]), x->ne[1], 1, 1, args, 3, op_layer_norm,
+                                     GGML_N_TASKS_MAX, flags_as_userdata(eps));
+    ggml_set_name(y, "bf16_layer_norm");
+    return y;
+}
+
+ggml_tensor * bf16_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
+                             float scale, bool bf16_out) {
+    GGML_ASSERT(q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32);
+    GGML_ASSERT(q->ne[0] == k->ne[0] && k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && q->ne[2] == k->ne[2] && v->ne[2] == k->ne[2]);
+    GGML_ASSERT(q->ne[3] == 1 || q->ne[3] == k->ne[3]);
+    GGML_ASSERT(q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float));
+    GGML_ASSERT(mask == nullptr || (mask->type == GGML_TYPE_F16 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] &&
+                                    (mask->ne[3] == 1 || mask->ne[3] == k->ne[3])));
+    const int64_t width = q->ne[0] * q->ne[2];
+    GGML_ASSERT(!bf16_out || width % 2 == 0);
+    const AttentionFlags flags{scale, bf16_out};
+    ggml_tensor * args[] = {q, k, v, mask};
+    ggml_tensor * out = ggml_custom_4d(ctx, bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, width, q->ne[1], k->ne[3], 1, args, 4, op_attention,
+                                       GGML_N_TASKS_MAX, flags_as_userdata(flags));
+    ggml_set_name(out, "bf16_attention");
+    return out;
+}
+
+#else  // not x86 with GCC/Clang: the graphs use ggml's own operations
+
+bool bf16_kernels_usable(const ggml_tensor *) { return false; }
+
+ggml_tensor * bf16_linear(ggml_context *, ggml_tensor *, ggml_tensor *, const LinearOptions &) {
+    GGML_ABORT("bf16_linear: not in this build (check bf16_kernels_usable first)");
+}
+
+ggml_tensor * bf16_layer_norm(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, float) {
+    GGML_ABORT("bf16_layer_norm: not in this build (check bf16_kernels_usable first)");
+}
+
+ggml_tensor * bf16_attention(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, float, bool) {
+    GGML_ABORT("bf16_attention: not in this build (check bf16_kernels_usable first)");
+}
+
+#endif
+
+}  // namespace minicpmv
