@@ -39,6 +39,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ ROW_INFO = {
     "encode_1344": ("vision encode 1344×1344 (10 slices)", "s", False),
     "ttft_1344": ("time to first token, 1344² image + 20-token question", "s", False),
     "prefill_512": ("prefill 512 tokens", "tok/s", True),
-    "decode_64": ("decode 64 tokens", "tok/s", True),
+    "decode_64": ("decode 64 tokens (median step)", "tok/s", True),
     "peak_rss": ("peak RSS", "MiB", False),
 }
 QUESTION = "Describe this picture in detail: the colours, the shapes, any text, and the overall mood."  # 20 tokens
@@ -81,13 +82,30 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def decode_rate(step, first_token: int) -> tuple[float, float]:
+    """N_DECODE greedy single-token steps: (tokens/s from the median step, tokens/s over all steps).
+    The median is the row (robust to other processes stealing a core for a few steps)."""
+    tok, steps = first_token, []
+    for _ in range(N_DECODE):
+        t0 = time.perf_counter()
+        tok = int(np.argmax(step(tok)))
+        steps.append(time.perf_counter() - t0)
+    return 1.0 / statistics.median(steps), N_DECODE / sum(steps)
+
+
+def dump(args, name: str, rows) -> None:
+    if args.dump_dir:
+        np.save(Path(args.dump_dir) / f"{name}.npy", np.asarray(rows, dtype=np.float32).reshape(-1, 3584))
+
+
 # --- workers: one engine, one round, results as JSON on stdout ---------------------------------------
 
 
 def worker_ours(args) -> dict:
     import minicpmv
 
-    model = minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads)
+    model = minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads,
+                           cpu_repack=args.worker == "ours-repack")
     prompt = model.tokenize(PREFILL_TEXT)[:N_PREFILL]
     res: dict = {"question_tokens": len(model.tokenize(QUESTION))}
 
@@ -97,7 +115,7 @@ def worker_ours(args) -> dict:
 
     # Warm-up: every weight page read once (the timed runs below read from memory, as llama.cpp's do).
     model.eval(prompt[:8])
-    encode(448)
+    dump(args, f"{args.worker}-448", encode(448))
     model.reset()
     if "encode_448" in args.rows:
         res["encode_448"], _ = timed(lambda: encode(448))
@@ -113,11 +131,7 @@ def worker_ours(args) -> dict:
         dt, logits = timed(lambda: model.eval(prompt))
         res["prefill_512"] = N_PREFILL / dt
         if "decode_64" in args.rows:
-            tok = int(np.argmax(logits))
-            t0 = time.perf_counter()
-            for _ in range(N_DECODE):
-                tok = int(np.argmax(model.eval([tok])))
-            res["decode_64"] = N_DECODE / (time.perf_counter() - t0)
+            res["decode_64"], res["decode_64_mean"] = decode_rate(lambda t: model.eval([t]), int(np.argmax(logits)))
     res["weights_bytes"] = model._model.weights_bytes
     res["peak_rss"] = peak_rss_mib()
     return res
@@ -160,25 +174,27 @@ def worker_llama(args) -> dict:
             arr = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
             if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), arr, 1) != 0:
                 raise RuntimeError("mtmd_tokenize failed")
-            n_img = 0
+            rows = []
             for i in range(mtmd.mtmd_input_chunks_size(chunks)):
                 chunk = mtmd.mtmd_input_chunks_get(chunks, i)
                 if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                     if mtmd.mtmd_encode_chunk(ctx, chunk) != 0:
                         raise RuntimeError("mtmd_encode_chunk failed")
-                    n_img += mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-            return n_img
+                    n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                    rows.append(np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(ctx), shape=(n * 3584,)).copy())
+            return np.concatenate(rows)
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
 
     llm.eval(prompt[:8])
-    encode(448)
+    dump(args, "llama.cpp-448", encode(448))
     llm.reset()
     if "encode_448" in args.rows:
-        res["encode_448"], res["encode_448_tokens"] = timed(lambda: encode(448))
+        res["encode_448"], _ = timed(lambda: encode(448))
     if "encode_1344" in args.rows:
-        res["encode_1344"], res["encode_1344_tokens"] = timed(lambda: encode(1344))
+        res["encode_1344"], out = timed(lambda: encode(1344))
+        res["encode_1344_tokens"] = out.size // 3584
     if "ttft_1344" in args.rows:
         png = io.BytesIO()
         Image.fromarray(picture(1344)).save(png, format="PNG")
@@ -198,12 +214,11 @@ def worker_llama(args) -> dict:
             def last_logits():
                 return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
 
-            tok = int(np.argmax(last_logits()))
-            t0 = time.perf_counter()
-            for _ in range(N_DECODE):
+            def step(tok):
                 llm.eval([tok])
-                tok = int(np.argmax(last_logits()))
-            res["decode_64"] = N_DECODE / (time.perf_counter() - t0)
+                return last_logits()
+
+            res["decode_64"], res["decode_64_mean"] = decode_rate(step, int(np.argmax(last_logits())))
     res["peak_rss"] = peak_rss_mib()
     return res
 
@@ -222,7 +237,7 @@ def worker_torch(args) -> dict:
         pieces, _ = hf_slices(Image.fromarray(picture(size)))
         return [reference_slice_embeddings(vpm, resampler, np.asarray(p)) for p in pieces]
 
-    encode(448)
+    dump(args, "torch-448", encode(448))
     res: dict = {}
     for size in (448, 1344):
         if f"encode_{size}" in args.rows:
@@ -231,7 +246,8 @@ def worker_torch(args) -> dict:
     return res
 
 
-WORKERS = {"ours": worker_ours, "llama.cpp": worker_llama, "torch": worker_torch}
+# "ours-repack": Model(cpu_repack=True), quantized weights in ggml's CPU_REPACK layout (decode kernels).
+WORKERS = {"ours": worker_ours, "ours-repack": worker_ours, "llama.cpp": worker_llama, "torch": worker_torch}
 
 
 # --- the driver ----------------------------------------------------------------------------------------
@@ -259,7 +275,7 @@ def memory_bandwidth(cache_dir: Path, threads: int) -> float | None:
         if r.returncode != 0:
             print(f"cannot build membw.c: {r.stderr.strip()}")
             return None
-    out = subprocess.run([str(exe), str(threads), "1024", "5"], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(exe), str(threads), "1024", "10"], capture_output=True, text=True, check=True)
     return float(out.stdout.strip()) * 1e9
 
 
@@ -283,8 +299,10 @@ def run_worker(engine: str, args, files: dict) -> dict:
            "--ckpt", str(files["ckpt"])]
     if args.llama_flash_attn:
         cmd.append("--llama-flash-attn")
+    if args.dump_dir:
+        cmd += ["--dump-dir", str(args.dump_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    extra_path = {"llama.cpp": args.llama_cpp_path, "ours": args.ours_path}.get(engine)
+    extra_path = args.llama_cpp_path if engine == "llama.cpp" else args.ours_path if engine.startswith("ours") else None
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     load_before = load_avg()
@@ -313,7 +331,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)")
     parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32"])
-    parser.add_argument("--engines", default="ours,llama.cpp,torch")
+    parser.add_argument("--engines", default="ours,llama.cpp,torch", help="any of ours, ours-repack, llama.cpp, torch")
     parser.add_argument("--rows", default=",".join(r for r in ROWS if r != "peak_rss"))
     parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
     parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"),
@@ -325,6 +343,7 @@ def main() -> None:
     parser.add_argument("--llm", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mmproj", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dump-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.rows = [r for r in args.rows.split(",") if r]
 
@@ -336,6 +355,8 @@ def main() -> None:
     for e in engines:
         if e not in WORKERS:
             parser.error(f"unknown engine {e!r} (choose from {', '.join(WORKERS)})")
+    scratch = tempfile.TemporaryDirectory(prefix="compare-")
+    args.dump_dir = args.dump_dir or Path(scratch.name)
     files = {
         "llm": quantized_model(args.cache_dir, args.llm_type),
         "mmproj": full_mmproj(args.cache_dir, args.mmproj_type),
@@ -343,6 +364,9 @@ def main() -> None:
     }
     print(f"machine: {machine()}; threads: {args.threads}; load before: {load_avg()}")
     print(f"files: {files['llm'].name} + {files['mmproj'].name}")
+
+    # Bandwidth before and after the runs (the better one: other processes only ever lower it).
+    bandwidth_before = memory_bandwidth(args.cache_dir, args.threads)
 
     # The engines that compete alternate; the torch reference (vision rows only) runs once per round after them.
     pair = [e for e in engines if e != "torch"]
@@ -357,17 +381,14 @@ def main() -> None:
             shown = ", ".join(f"{k} {v:.3g}" for k, v in res.items() if isinstance(v, float) and k != "wall")
             print(f"  round {rnd + 1} {engine}: {shown} (load {res['load']}, {res['wall']:.0f} s)", flush=True)
 
-    bandwidth = memory_bandwidth(args.cache_dir, args.threads)
+    bandwidth = max(b for b in (bandwidth_before, memory_bandwidth(args.cache_dir, args.threads)) if b) if bandwidth_before else None
     rows = args.rows + ["peak_rss"]
     med = {e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
            for e in engines}
 
     names = [e for e in engines]
-    head = f"| {'row':<55} | " + " | ".join(f"{n:>14}" for n in names)
-    if "ours" in names and "llama.cpp" in names:
-        head += " | ours / llama.cpp"
-    if "ours" in names and "torch" in names:
-        head += " | ours / torch"
+    ratios = [(a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "torch") if b in names]
+    head = f"| {'row':<55} | " + " | ".join(f"{n:>14}" for n in names) + "".join(f" | {a} / {b}" for a, b in ratios)
     print()
     print(f"medians of {args.rounds} rounds; threads {args.threads}; load after: {load_avg()}")
     print(head + " |")
@@ -376,17 +397,15 @@ def main() -> None:
         label, unit, higher = ROW_INFO[r]
         cells = [fmt(med[e][r], unit) if r in med[e] else "–" for e in names]
         line = f"| {label:<55} | " + " | ".join(f"{c:>14}" for c in cells)
-        for other in ("llama.cpp", "torch"):
-            if "ours" in names and other in names:
-                if r in med["ours"] and r in med[other]:
-                    # "× faster" for times and rates alike; for RSS the plain ratio ours/theirs.
-                    if r == "peak_rss":
-                        line += f" | {med['ours'][r] / med[other][r]:.2f}× the memory"
-                    else:
-                        ratio = med["ours"][r] / med[other][r] if higher else med[other][r] / med["ours"][r]
-                        line += f" | {ratio:.2f}× faster"
+        for a, b in ratios:
+            if r in med[a] and r in med[b]:
+                # "× faster" for times and rates alike; for RSS the plain ratio ours/theirs.
+                if r == "peak_rss":
+                    line += f" | {med[a][r] / med[b][r]:.2f}× the memory"
                 else:
-                    line += " | –"
+                    line += f" | {(med[a][r] / med[b][r] if higher else med[b][r] / med[a][r]):.2f}× faster"
+            else:
+                line += " | –"
         print(line + " |")
 
     if "decode_64" in rows and bandwidth:
@@ -398,8 +417,19 @@ def main() -> None:
             if "decode_64" in med[e]:
                 frac = med[e]["decode_64"] * per_token / bandwidth
                 print(f"  {e}: {med[e]['decode_64']:.2f} tok/s = {frac * 100:.0f} % of the bandwidth limit")
+    reference = args.dump_dir / "torch-448.npy"
+    if reference.exists():
+        ref = np.load(reference)
+        print("\nresampler output of the 448×448 image against the PyTorch float32 reference (max |Δ| / max |ref|, rms):")
+        for e in names:
+            path = args.dump_dir / f"{e}-448.npy"
+            if e != "torch" and path.exists():
+                out = np.load(path).reshape(ref.shape)
+                print(f"  {e}: {np.abs(out - ref).max() / np.abs(ref).max():.2e}, "
+                      f"{np.sqrt(((out - ref) ** 2).mean() / (ref ** 2).mean()):.2e}")
     for e in names:
-        extra = {k: runs[e][0][k] for k in ("ttft_positions", "question_tokens", "encode_1344_tokens") if k in runs[e][0]}
+        extra = {k: runs[e][0][k] for k in ("ttft_positions", "question_tokens", "encode_1344_tokens", "decode_64_mean")
+                 if k in runs[e][0]}
         if extra:
             print(f"{e}: {extra}")
     if args.json:

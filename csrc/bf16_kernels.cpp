@@ -31,6 +31,52 @@ constexpr int64_t kPanel = 32;
 
 int64_t n_pairs(int64_t k) { return (k + 1) / 2; }
 
+// ggml's CPU_REPACK buffer (Model(cpu_repack=True)) keeps q4_K matrices as block_q4_Kx8: 8 rows
+// interleaved per 256-column block (ggml-cpu/repack.cpp, make_block_q4_Kx8 with 8-byte interleave, the
+// layout this ggml picks on AVX2 CPUs). The bf16 kernels read it back row by row; other repacked
+// layouts are not read (those graphs keep ggml's kernels).
+bool is_repacked(const ggml_tensor * w) {
+    return w->buffer != nullptr && std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
+}
+
+bool readable_repacked(const ggml_tensor * w) { return w->type == GGML_TYPE_Q4_K && w->ne[1] % 8 == 0 && ggml_n_dims(w) == 2; }
+
+struct BlockQ4Kx8 {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[96];
+    uint8_t qs[1024];
+};
+static_assert(sizeof(BlockQ4Kx8) == 1152, "block_q4_Kx8 is 1152 bytes");
+
+// Row `lane` (0..7) of a run of n_blocks block_q4_Kx8 → f32, as dequantize_row_q4_K would give it.
+void dequantize_q4_Kx8_row(const BlockQ4Kx8 * blocks, int64_t n_blocks, int lane, float * out) {
+    for (int64_t x = 0; x < n_blocks; ++x) {
+        const BlockQ4Kx8 & b = blocks[x];
+        const float d = ggml_fp16_to_fp32(b.d[lane]), dmin = ggml_fp16_to_fp32(b.dmin[lane]);
+        for (int sb = 0; sb < 8; ++sb) {
+            // 6-bit scale and min of sub-block sb: lanes 0-3 whole in bytes 0-7 of its 12-byte group,
+            // lanes 4-7 split (low 4 bits in bytes 8-11, high 2 bits on top of lanes 0-3's bytes).
+            const uint8_t * g = b.scales + (sb < 4 ? sb * 12 : 48 + (sb - 4) * 12);
+            int sc, mn;
+            if (lane < 4) {
+                sc = g[lane] & 63;
+                mn = g[lane + 4] & 63;
+            } else {
+                sc = (g[lane + 4] & 15) | ((g[lane - 4] >> 6) << 4);
+                mn = (g[lane + 4] >> 4) | ((g[lane] >> 6) << 4);
+            }
+            const float scale = d * sc, shift = dmin * mn;
+            const int group = sb / 2, high = sb % 2;
+            for (int l = 0; l < 32; ++l) {
+                const int o = 32 * group + l;  // byte o of this row's 128 quant bytes, 8-byte chunks interleaved
+                const uint8_t q = b.qs[((o / 8) * 8 + lane) * 8 + o % 8];
+                out[x * 256 + 64 * group + 32 * high + l] = scale * ((q >> (4 * high)) & 15) - shift;
+            }
+        }
+    }
+}
+
 bool cpu_has_avx512_bf16() {
     static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
@@ -164,22 +210,44 @@ void pack_rows(const char * src, size_t ld, ggml_type type, int64_t n_rows, int6
     }
 }
 
-// Packs columns c0..c0+16·nv−1 (past `width`: zeros) of an f32 matrix with n_rows rows (row r at
-// src + r·ld bytes) along its rows: dword [p][j] = (bf16 of row 2p column c0+j, row 2p+1 column c0+j).
-void pack_columns(const char * src, size_t ld, int64_t n_rows, int64_t c0, int64_t width, int nv, uint32_t * panel) {
+// Packs columns c0..c0+16·nv−1 (past `width`: zeros) of an f32 or f16 matrix with n_rows rows (row r
+// at src + r·ld bytes) along its rows: dword [p][j] = (bf16 of row 2p column c0+j, row 2p+1 column c0+j).
+void pack_columns(const char * src, size_t ld, ggml_type type, int64_t n_rows, int64_t c0, int64_t width, int nv, uint32_t * panel) {
     for (int64_t p = 0; p < n_pairs(n_rows); ++p) {
         for (int h = 0; h < nv; ++h) {
             const __mmask16 m = lanes(width - c0 - 16 * h);
             auto bf16_of_row = [&](int64_t r) {
                 if (r >= n_rows || m == 0) return _mm512_setzero_si512();
-                const float * f = reinterpret_cast<const float *>(src + r * ld) + c0 + 16 * h;
-                return _mm512_cvtepu16_epi32((__m256i)(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, f))));
+                const char * row = src + r * ld;
+                const __m512 f = type == GGML_TYPE_F16
+                    ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + c0 + 16 * h))
+                    : _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + c0 + 16 * h);
+                return _mm512_cvtepu16_epi32((__m256i)(_mm512_cvtneps_pbh(f)));
             };
             // The even row's value in the low half of each dword, the odd row's in the high half.
             const __m512i d = _mm512_or_si512(bf16_of_row(2 * p), _mm512_slli_epi32(bf16_of_row(2 * p + 1), 16));
             _mm512_store_si512(panel + (p * nv + h) * 16, d);
         }
     }
+}
+
+// One past the last key that some of `rows` mask rows (f16, 0 or -inf; row i at m + i·ld bytes)
+// leave open: with a causal mask the keys after it need neither scores nor products.
+int64_t open_keys(const char * m, size_t ld, int64_t rows, int64_t n_keys) {
+    int64_t end = 0;
+    const __m512i neg_inf = _mm512_set1_epi16(static_cast<short>(0xFC00));
+    for (int64_t i = rows - 1; i >= 0; --i) {  // last row first: in a causal mask it is the widest
+        const uint16_t * row = reinterpret_cast<const uint16_t *>(m + i * ld);
+        for (int64_t j = (n_keys - 1) / 32 * 32; j >= end; j -= 32) {
+            const __mmask32 valid = n_keys - j >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1ull << (n_keys - j)) - 1);
+            const __mmask32 open = _mm512_mask_cmpneq_epi16_mask(valid, _mm512_maskz_loadu_epi16(valid, row + j), neg_inf);
+            if (open != 0) {
+                end = std::max<int64_t>(end, j + 32 - __builtin_clz(open));
+                break;
+            }
+        }
+    }
+    return end;
 }
 
 // Stores 16 lanes as f32 or as bf16 at element `col` of a row.
@@ -193,12 +261,14 @@ inline void store_lanes(char * row, int64_t col, __mmask16 m, __m512 v, bool bf1
 
 // --- linear ----------------------------------------------------------------------------------------------------
 
-// dst: the weight matrix [K, M] (src0) as ⌈M/32⌉ panels of [pairs(K)][32] dwords; threads split the
-// panels. Quantized rows are expanded to f32 by ggml's own dequantization first.
-void op_pack_weights(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor * w = dst->src[0];
+// dst: the weight matrix [K, M] (userdata: the weight, not a graph source, so that ggml's scheduler
+// never asks the CPU_REPACK buffer type about this op) as ⌈M/32⌉ panels of [pairs(K)][32] dwords;
+// threads split the panels. Quantized rows are expanded to f32 by ggml's own dequantization first.
+void op_pack_weights(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
     const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
     const bool plain = w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16;
+    const bool repacked = is_repacked(w);
     const ggml_to_float_t to_float = ggml_get_type_traits(w->type)->to_float;
     Scratch s_row, s_f32;
     uint16_t * scratch = s_row.get<uint16_t>(2 * pairs);
@@ -210,7 +280,15 @@ void op_pack_weights(ggml_tensor * dst, int ith, int nth, void *) {
         if (plain) {
             pack_rows(src, w->nb[1], w->type, n_rows, K, scratch, panel);
         } else {
-            for (int64_t j = 0; j < n_rows; ++j) to_float(src + j * w->nb[1], rows + j * K, K);
+            for (int64_t j = 0; j < n_rows; ++j) {
+                const int64_t r = c * kPanel + j;
+                if (repacked) {  // rows in groups of 8, each group a run of K/256 blocks
+                    const auto * group = static_cast<const BlockQ4Kx8 *>(w->data) + (r / 8) * (K / 256);
+                    dequantize_q4_Kx8_row(group, K / 256, static_cast<int>(r % 8), rows + j * K);
+                } else {
+                    to_float(src + j * w->nb[1], rows + j * K, K);
+                }
+            }
             pack_rows(reinterpret_cast<const char *>(rows), K * sizeof(float), GGML_TYPE_F32, n_rows, K, scratch, panel);
         }
     }
@@ -230,12 +308,12 @@ void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * bias = dst->src[2];
     const ggml_tensor * residual = dst->src[3];
     const LinearFlags flags = flags_from_userdata<LinearFlags>(userdata);
-    const int64_t K = packed->src[0]->ne[0], M = packed->src[0]->ne[1], N = x->ne[1], pairs = n_pairs(K);
+    const bool x_bf16 = x->type == GGML_TYPE_BF16;
+    const int64_t K = x->ne[0], M = dst->ne[0], N = x->ne[1], pairs = x_bf16 ? K / 2 : n_pairs(K);
     const uint32_t * panels = align64<const uint32_t>(packed->data);
     const int64_t n_blocks = (N + kMR - 1) / kMR;
     const int64_t b0 = n_blocks * ith / nth, b1 = n_blocks * (ith + 1) / nth;
     const int64_t chunk = std::max<int64_t>(1, (512 * 1024) / (kMR * pairs * 4));
-    const bool x_bf16 = x->type == GGML_TYPE_BF16;
 
     Scratch s_rows;
     uint16_t * rows = s_rows.get<uint16_t>(chunk * kMR * 2 * pairs);  // the chunk's rows as bf16 (zero past N)
@@ -327,6 +405,7 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * mask = dst->src[3];
     const AttentionFlags flags = flags_from_userdata<AttentionFlags>(userdata);
     const int64_t D = q->ne[0], Nq = q->ne[1], H = q->ne[2], Nk = k->ne[1], S = k->ne[3];
+    const int64_t group = H / k->ne[2];  // query heads per key/value head
     const int64_t d_pairs = n_pairs(D), k_pairs = n_pairs(Nk);
     const int64_t k_panels = (Nk + kPanel - 1) / kPanel;
     const int64_t ld_scores = k_panels * kPanel;
@@ -351,14 +430,14 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
     for (int64_t item = ith; item < S * H; item += nth) {
         const int64_t s = item / H, h = item % H;
-        const char * k0 = static_cast<const char *>(k->data) + h * k->nb[2] + s * k->nb[3];
-        const char * v0 = static_cast<const char *>(v->data) + h * v->nb[2] + s * v->nb[3];
+        const char * k0 = static_cast<const char *>(k->data) + (h / group) * k->nb[2] + s * k->nb[3];
+        const char * v0 = static_cast<const char *>(v->data) + (h / group) * v->nb[2] + s * v->nb[3];
         const char * q0 = static_cast<const char *>(q->data) + h * q->nb[2] + (s % q->ne[3]) * q->nb[3];
         for (int64_t c = 0; c < k_panels; ++c) {
             pack_rows(k0 + c * kPanel * k->nb[1], k->nb[1], k->type, std::min<int64_t>(kPanel, Nk - c * kPanel), D, row,
                       kp + c * d_pairs * kPanel);
         }
-        for (size_t c = 0; c < v_panels.size(); ++c) pack_columns(v0, v->nb[1], Nk, v_panels[c].first, D, v_panels[c].second, vp + v_offsets[c]);
+        for (size_t c = 0; c < v_panels.size(); ++c) pack_columns(v0, v->nb[1], v->type, Nk, v_panels[c].first, D, v_panels[c].second, vp + v_offsets[c]);
 
         for (int64_t q_first = 0; q_first < Nq; q_first += kMR) {
             const int64_t nq = std::min<int64_t>(kMR, Nq - q_first);
@@ -369,10 +448,15 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                     std::memset(qb + i * 2 * d_pairs, 0, 2 * d_pairs * sizeof(uint16_t));
                 }
             }
+            // Keys past n_open are masked for every query of the block (the causal tail): skipped.
+            const char * m0 = mask == nullptr ? nullptr
+                : static_cast<const char *>(mask->data) + q_first * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3];
+            const int64_t n_open = mask == nullptr ? Nk : open_keys(m0, mask->nb[1], nq, Nk);
+            const int64_t open_pairs = n_pairs(n_open);
             // Scores, and (without a mask) each row's maximum over the real keys.
             __m512 vmax[kMR];
             for (int i = 0; i < kMR; ++i) vmax[i] = _mm512_set1_ps(-INFINITY);
-            for (int64_t c = 0; c < k_panels; ++c) {
+            for (int64_t c = 0; c * kPanel < n_open; ++c) {
                 tile<2>(qb, 2 * d_pairs, kp + c * d_pairs * kPanel, d_pairs, [&](int i, int hh, __m512 acc) {
                     const int64_t j = c * kPanel + 16 * hh;
                     _mm512_store_ps(scores + i * ld_scores + j, acc);
@@ -394,8 +478,8 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                     const uint16_t * m_row = reinterpret_cast<const uint16_t *>(static_cast<const char *>(mask->data) +
                                                                                 (q_first + i) * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3]);
                     __m512 mx = _mm512_set1_ps(-INFINITY);
-                    for (int64_t j = 0; j < Nk; j += 16) {
-                        const __mmask16 m = lanes(Nk - j);
+                    for (int64_t j = 0; j < n_open; j += 16) {
+                        const __mmask16 m = lanes(n_open - j);
                         const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(sc + j), _mm512_set1_ps(flags.scale)),
                                                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, m_row + j)));
                         _mm512_storeu_ps(sc + j, x);
@@ -409,14 +493,16 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                 }
                 const bool empty = std::isinf(_mm512_cvtss_f32(shift));  // every key masked out
                 __m512 sum = _mm512_setzero_ps();
-                for (int64_t j = 0; j < Nk; j += 16) {
-                    const __mmask16 m = lanes(Nk - j);
-                    __m512 e = empty ? _mm512_setzero_ps() : exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + j), shift), mul));
-                    e = _mm512_maskz_mov_ps(m, e);
+                for (int64_t j = 0; j < n_open; j += 16) {
+                    const __mmask16 m = lanes(n_open - j);
+                    const __m512 x = _mm512_loadu_ps(sc + j);
+                    __m512 e = empty ? _mm512_setzero_ps() : exp16(_mm512_mul_ps(_mm512_sub_ps(x, shift), mul));
+                    // exactly 0 for masked keys and past n_open
+                    e = _mm512_maskz_mov_ps(m & _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), e);
                     sum = _mm512_add_ps(sum, e);
                     _mm256_mask_storeu_epi16(p_row + j, m, (__m256i)(_mm512_cvtneps_pbh(e)));
                 }
-                if (Nk % 2) p_row[Nk] = 0;
+                if (n_open % 2) p_row[n_open] = 0;
                 const float total = _mm512_reduce_add_ps(sum);
                 inv_sum[i] = total > 0.0f ? 1.0f / total : 0.0f;
             }
@@ -429,9 +515,9 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                     store_lanes(out, h * D + d, lanes(D - d), _mm512_mul_ps(acc, _mm512_set1_ps(inv_sum[i])), flags.bf16_out);
                 };
                 if (v_panels[c].second == 2) {
-                    tile<2>(probs, 2 * k_pairs, vp + v_offsets[c], k_pairs, store);
+                    tile<2>(probs, 2 * k_pairs, vp + v_offsets[c], open_pairs, store);
                 } else {
-                    tile<1>(probs, 2 * k_pairs, vp + v_offsets[c], k_pairs, store);
+                    tile<1>(probs, 2 * k_pairs, vp + v_offsets[c], open_pairs, store);
                 }
             }
         }
@@ -465,12 +551,13 @@ bool bf16_kernels_usable(const ggml_tensor * w) {
     if (w == nullptr || w->type == GGML_TYPE_F32 || w->buffer == nullptr || ggml_get_type_traits(w->type)->to_float == nullptr) {
         return false;
     }
-    // Plain host memory in ggml's layout (weights mapped from the file sit in the CPU "from pointer"
-    // buffer type, which names no device; a repacked buffer is not a host buffer).
+    if (!cpu_has_avx512_bf16()) return false;
+    if (is_repacked(w)) return readable_repacked(w);
+    // Host memory in ggml's layout (weights mapped from the file sit in the CPU "from pointer" buffer
+    // type, which names no device).
     ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
     ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
-    const bool cpu = dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
-    return cpu && ggml_backend_buft_is_host(buft) && cpu_has_avx512_bf16();
+    return (dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) && ggml_backend_buft_is_host(buft);
 }
 
 ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
@@ -481,9 +568,8 @@ ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
     GGML_ASSERT(opt.residual == nullptr || (opt.residual->type == GGML_TYPE_F32 && opt.residual->ne[0] == M && opt.residual->ne[1] == x->ne[1]));
     const int64_t N = x->ne[1];
 
-    ggml_tensor * w_args[] = {w};
-    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, pairs * kPanel * ((M + kPanel - 1) / kPanel) + 16, 1, 1, 1, w_args, 1,
-                                          op_pack_weights, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, pairs * kPanel * ((M + kPanel - 1) / kPanel) + 16, 1, 1, 1, nullptr, 0,
+                                          op_pack_weights, GGML_N_TASKS_MAX, w);
     ggml_format_name(packed, "bf16_packed-%s", w->name);
     const LinearFlags flags{opt.act, opt.bf16_out};
     ggml_tensor * args[] = {packed, x, opt.bias, opt.residual};
@@ -505,10 +591,10 @@ ggml_tensor * bf16_layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor *
 
 ggml_tensor * bf16_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
                              float scale, bool bf16_out) {
-    GGML_ASSERT(q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32);
-    GGML_ASSERT(q->ne[0] == k->ne[0] && k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && q->ne[2] == k->ne[2] && v->ne[2] == k->ne[2]);
+    GGML_ASSERT(q->type == GGML_TYPE_F32 && (k->type == GGML_TYPE_F32 || k->type == GGML_TYPE_F16) && v->type == k->type);
+    GGML_ASSERT(q->ne[0] == k->ne[0] && k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && v->ne[2] == k->ne[2] && q->ne[2] % k->ne[2] == 0);
     GGML_ASSERT(q->ne[3] == 1 || q->ne[3] == k->ne[3]);
-    GGML_ASSERT(q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float));
+    GGML_ASSERT(q->nb[0] == sizeof(float) && k->nb[0] == ggml_type_size(k->type) && v->nb[0] == ggml_type_size(v->type));
     GGML_ASSERT(mask == nullptr || (mask->type == GGML_TYPE_F16 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] &&
                                     (mask->ne[3] == 1 || mask->ne[3] == k->ne[3])));
     const int64_t width = q->ne[0] * q->ne[2];

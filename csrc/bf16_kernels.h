@@ -19,7 +19,8 @@ struct ggml_tensor;
 namespace minicpmv {
 
 // Whether a graph over weight `w` may use the kernels: `w` is an f16, bf16 or quantized matrix (not
-// f32) in CPU memory in ggml's own layout (not repacked), and this CPU has AVX-512 BF16.
+// f32) in CPU memory, in ggml's own layout or as a q4_K matrix in the CPU_REPACK layout, and this CPU
+// has AVX-512 BF16.
 bool bf16_kernels_usable(const ggml_tensor * w);
 
 enum class Activation { none, gelu_tanh };
@@ -39,10 +40,11 @@ ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
 // LayerNorm(x)·w + b per row (f32 statistics, as ggml_norm), returned as bf16 rows.
 ggml_tensor * bf16_layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps);
 
-// softmax(scale·q·kᵀ + mask)·v for every head, as ggml_flash_attn_ext: q [D, Nq, H, Sq] (Sq = S, or 1
-// when the queries are shared), k and v [D, Nk, H, S] f32 (views with contiguous rows), mask [Nk, Nq,
-// 1, S] f16 (0 or -inf) or nullptr. Returns [D·H, Nq, S]: the heads of each query side by side, f32
-// or (bf16_out) bf16 rows.
+// softmax(scale·q·kᵀ + mask)·v for every head, as ggml_flash_attn_ext: q [D, Nq, H, Sq] f32 (Sq = S,
+// or 1 when the queries are shared), k and v [D, Nk, Hkv, S] f32 or f16 (views with contiguous rows;
+// query head h reads key/value head h / (H / Hkv)), mask [Nk, Nq, 1, S] f16 (0 or -inf) or nullptr;
+// keys masked for a whole block of queries (a causal tail) cost nothing. Returns [D·H, Nq, S]: the
+// heads of each query side by side, f32 or (bf16_out) bf16 rows.
 ggml_tensor * bf16_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
                              float scale, bool bf16_out);
 

@@ -80,10 +80,10 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
                                   const KvCache & cache, const DecoderBatch & b, DecoderInputs & in) {
     const int n_rows = b.n_tokens * b.n_slots;
     // Prompt batches over quantized weights on an AVX-512 BF16 CPU: each matrix is expanded to bf16
-    // once per batch and multiplied by the bf16 kernel (bf16_kernels.h), several times faster than
-    // ggml's quantized dot products at this batch size and closer to exact (ggml rounds activations
-    // to 8-bit blocks, this to bf16). Short batches (decode) keep ggml's kernels, which read the
-    // quantized weights directly: there memory bandwidth is the limit.
+    // once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than ggml's quantized
+    // dot products at this batch size and closer to exact (ggml rounds activations to 8-bit blocks,
+    // this to bf16); attention the same way (the causal tail of each block of queries skipped). Short
+    // batches (decode) keep ggml's kernels, which read the quantized weights directly.
     const bool bf16 = n_rows >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up);
     auto linear = [&](ggml_tensor * weight, ggml_tensor * x, ggml_tensor * bias) {
         if (bf16 && bf16_kernels_usable(weight)) return bf16_linear(ctx, weight, x, {bias});
@@ -134,8 +134,13 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         ggml_tensor * kc = cache_view(ctx, cache.k(il), c, n_kv, b.n_slots);
         ggml_tensor * vc = cache_view(ctx, cache.v(il), c, n_kv, b.n_slots);
         q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, c.head_dim, c.n_head, b.n_tokens, b.n_slots), 0, 2, 1, 3);
-        ggml_tensor * attn = ggml_flash_attn_ext(ctx, q, kc, vc, in.kq_mask, kq_scale, 0.0f, 0.0f);
-        ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+        ggml_tensor * attn;
+        if (bf16) {
+            attn = bf16_attention(ctx, q, kc, vc, in.kq_mask, kq_scale, /*bf16_out =*/bf16_kernels_usable(L.wo));
+        } else {
+            attn = ggml_flash_attn_ext(ctx, q, kc, vc, in.kq_mask, kq_scale, 0.0f, 0.0f);
+            ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
+        }
         cur = ggml_reshape_2d(ctx, attn, c.n_embd, n_rows);
         cur = linear(L.wo, cur, nullptr);  // o_proj (no bias)
         x = ggml_add(ctx, cur, residual);
