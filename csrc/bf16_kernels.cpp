@@ -49,33 +49,22 @@ struct BlockQ4Kx8 {
 };
 static_assert(sizeof(BlockQ4Kx8) == 1152, "block_q4_Kx8 is 1152 bytes");
 
-// Row `lane` (0..7) of a run of n_blocks block_q4_Kx8 → f32, as dequantize_row_q4_K would give it.
-void dequantize_q4_Kx8_row(const BlockQ4Kx8 * blocks, int64_t n_blocks, int lane, float * out) {
-    for (int64_t x = 0; x < n_blocks; ++x) {
-        const BlockQ4Kx8 & b = blocks[x];
-        const float d = ggml_fp16_to_fp32(b.d[lane]), dmin = ggml_fp16_to_fp32(b.dmin[lane]);
-        for (int sb = 0; sb < 8; ++sb) {
-            // 6-bit scale and min of sub-block sb: lanes 0-3 whole in bytes 0-7 of its 12-byte group,
-            // lanes 4-7 split (low 4 bits in bytes 8-11, high 2 bits on top of lanes 0-3's bytes).
-            const uint8_t * g = b.scales + (sb < 4 ? sb * 12 : 48 + (sb - 4) * 12);
-            int sc, mn;
-            if (lane < 4) {
-                sc = g[lane] & 63;
-                mn = g[lane + 4] & 63;
-            } else {
-                sc = (g[lane + 4] & 15) | ((g[lane - 4] >> 6) << 4);
-                mn = (g[lane + 4] >> 4) | ((g[lane] >> 6) << 4);
-            }
-            const float scale = d * sc, shift = dmin * mn;
-            const int group = sb / 2, high = sb % 2;
-            for (int l = 0; l < 32; ++l) {
-                const int o = 32 * group + l;  // byte o of this row's 128 quant bytes, 8-byte chunks interleaved
-                const uint8_t q = b.qs[((o / 8) * 8 + lane) * 8 + o % 8];
-                out[x * 256 + 64 * group + 32 * high + l] = scale * ((q >> (4 * high)) & 15) - shift;
-            }
-        }
-    }
-}
+// ggml's k-quant blocks of 256 values (ggml-common.h), read directly by the packing below.
+struct BlockQ4K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+};
+static_assert(sizeof(BlockQ4K) == 144, "block_q4_K is 144 bytes");
+
+struct BlockQ6K {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+};
+static_assert(sizeof(BlockQ6K) == 210, "block_q6_K is 210 bytes");
 
 bool cpu_has_avx512_bf16() {
     static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
@@ -261,96 +250,225 @@ inline void store_lanes(char * row, int64_t col, __mmask16 m, __m512 v, bool bf1
 
 // --- linear ----------------------------------------------------------------------------------------------------
 
-// dst: the weight matrix [K, M] (userdata: the weight, not a graph source, so that ggml's scheduler
-// never asks the CPU_REPACK buffer type about this op) as ⌈M/32⌉ panels of [pairs(K)][32] dwords;
-// threads split the panels. Quantized rows are expanded to f32 by ggml's own dequantization first.
-void op_pack_weights(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
-    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
-    const bool plain = w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16;
-    const bool repacked = is_repacked(w);
-    const ggml_to_float_t to_float = ggml_get_type_traits(w->type)->to_float;
-    Scratch s_row, s_f32;
-    uint16_t * scratch = s_row.get<uint16_t>(2 * pairs);
-    float * rows = plain ? nullptr : s_f32.get<float>(kPanel * K);
-    for (int64_t c = ith; c * kPanel < M; c += nth) {
-        const int64_t n_rows = std::min<int64_t>(kPanel, M - c * kPanel);
-        const char * src = static_cast<const char *>(w->data) + c * kPanel * w->nb[1];
-        uint32_t * panel = align64<uint32_t>(dst->data) + c * pairs * kPanel;
-        if (plain) {
-            pack_rows(src, w->nb[1], w->type, n_rows, K, scratch, panel);
-        } else {
-            for (int64_t j = 0; j < n_rows; ++j) {
-                const int64_t r = c * kPanel + j;
-                if (repacked) {  // rows in groups of 8, each group a run of K/256 blocks
-                    const auto * group = static_cast<const BlockQ4Kx8 *>(w->data) + (r / 8) * (K / 256);
-                    dequantize_q4_Kx8_row(group, K / 256, static_cast<int>(r % 8), rows + j * K);
-                } else {
-                    to_float(src + j * w->nb[1], rows + j * K, K);
-                }
-            }
-            pack_rows(reinterpret_cast<const char *>(rows), K * sizeof(float), GGML_TYPE_F32, n_rows, K, scratch, panel);
+// 16 rows × 16 dwords transposed in registers: rows[r] lane c → out[c] lane r.
+inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 8; ++i) {
+        const int a = (i / 4) * 8 + i % 4;  // rows {0-3, 8-11} with {4-7, 12-15}
+        t[a] = _mm512_shuffle_i32x4(r[a], r[a + 4], 0x88);
+        t[a + 4] = _mm512_shuffle_i32x4(r[a], r[a + 4], 0xdd);
+    }
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+// 256 values of a q4_K block (scales and mins already decoded) → f32.
+inline void q4_K_to_f32(float d, float dmin, const uint8_t sc[8], const uint8_t mn[8], const uint8_t * qs, float * y) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int g = 0; g < 4; ++g) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * g));
+        const __m256i nib[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+        for (int h = 0; h < 2; ++h) {
+            const __m512 a = _mm512_set1_ps(d * sc[2 * g + h]), b = _mm512_set1_ps(dmin * mn[2 * g + h]);
+            const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(nib[h])));
+            const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(nib[h], 1)));
+            _mm512_storeu_ps(y + 64 * g + 32 * h, _mm512_fmsub_ps(v0, a, b));
+            _mm512_storeu_ps(y + 64 * g + 32 * h + 16, _mm512_fmsub_ps(v1, a, b));
         }
     }
 }
 
-struct LinearFlags {
-    Activation act;
-    bool bf16_out;
-};
-
-// dst [M, N] = act(x·wᵀ + bias) + residual from the packed weights (src0), x (src1: f32, or bf16
-// rows), bias (src2) and residual (src3), either absent. Threads split the rows of x in blocks of
-// kMR; a chunk of blocks (≈512 KiB as bf16) stays in L2 while the weight panels stream past it.
-void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const ggml_tensor * packed = dst->src[0];
-    const ggml_tensor * x = dst->src[1];
-    const ggml_tensor * bias = dst->src[2];
-    const ggml_tensor * residual = dst->src[3];
-    const LinearFlags flags = flags_from_userdata<LinearFlags>(userdata);
-    const bool x_bf16 = x->type == GGML_TYPE_BF16;
-    const int64_t K = x->ne[0], M = dst->ne[0], N = x->ne[1], pairs = x_bf16 ? K / 2 : n_pairs(K);
-    const uint32_t * panels = align64<const uint32_t>(packed->data);
-    const int64_t n_blocks = (N + kMR - 1) / kMR;
-    const int64_t b0 = n_blocks * ith / nth, b1 = n_blocks * (ith + 1) / nth;
-    const int64_t chunk = std::max<int64_t>(1, (512 * 1024) / (kMR * pairs * 4));
-
-    Scratch s_rows;
-    uint16_t * rows = s_rows.get<uint16_t>(chunk * kMR * 2 * pairs);  // the chunk's rows as bf16 (zero past N)
-    for (int64_t c = b0; c < b1; c += chunk) {
-        const int64_t c_end = std::min(b1, c + chunk);
-        const int64_t r_first = c * kMR, r_end = std::min(N, c_end * kMR);
-        const uint16_t * a_chunk;
-        if (x_bf16 && r_end - r_first == (c_end - c) * kMR && x->nb[1] == static_cast<size_t>(2 * pairs) * sizeof(uint16_t)) {
-            a_chunk = reinterpret_cast<const uint16_t *>(static_cast<const char *>(x->data) + r_first * x->nb[1]);
+void q4_K_block_to_f32(const BlockQ4K & b, float * y) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4
+        if (j < 4) {
+            sc[j] = b.scales[j] & 63;
+            mn[j] = b.scales[j + 4] & 63;
         } else {
-            for (int64_t r = r_first; r < c_end * kMR; ++r) {
-                uint16_t * d = rows + (r - r_first) * 2 * pairs;
-                if (r >= N) {
-                    std::memset(d, 0, 2 * pairs * sizeof(uint16_t));
-                } else if (x_bf16) {
-                    std::memcpy(d, static_cast<const char *>(x->data) + r * x->nb[1], 2 * pairs * sizeof(uint16_t));
-                } else {
-                    row_to_bf16(static_cast<const char *>(x->data) + r * x->nb[1], x->type, K, d);
+            sc[j] = (b.scales[j + 4] & 0xF) | ((b.scales[j - 4] >> 6) << 4);
+            mn[j] = (b.scales[j + 4] >> 4) | ((b.scales[j] >> 6) << 4);
+        }
+    }
+    q4_K_to_f32(ggml_fp16_to_fp32(b.d), ggml_fp16_to_fp32(b.dmin), sc, mn, b.qs, y);
+}
+
+// Row `lane` (0..7) of one block_q4_Kx8 (see is_repacked) → f32, as dequantize_row_q4_K gives it.
+void q4_Kx8_block_to_f32(const BlockQ4Kx8 & b, int lane, float * y) {
+    uint8_t sc[8], mn[8], qs[128];
+    for (int sb = 0; sb < 8; ++sb) {
+        // 6-bit scale and min of sub-block sb: lanes 0-3 whole in bytes 0-7 of its 12-byte group,
+        // lanes 4-7 split (low 4 bits in bytes 8-11, high 2 bits on top of lanes 0-3's bytes).
+        const uint8_t * g = b.scales + (sb < 4 ? sb * 12 : 48 + (sb - 4) * 12);
+        if (lane < 4) {
+            sc[sb] = g[lane] & 63;
+            mn[sb] = g[lane + 4] & 63;
+        } else {
+            sc[sb] = (g[lane + 4] & 15) | ((g[lane - 4] >> 6) << 4);
+            mn[sb] = (g[lane + 4] >> 4) | ((g[lane] >> 6) << 4);
+        }
+    }
+    for (int c = 0; c < 16; ++c) std::memcpy(qs + 8 * c, b.qs + (8 * c + lane) * 8, 8);  // the row's 8-byte chunks
+    q4_K_to_f32(ggml_fp16_to_fp32(b.d[lane]), ggml_fp16_to_fp32(b.dmin[lane]), sc, mn, qs, y);
+}
+
+// 256 values of a q6_K block → f32 (ggml's dequantize_row_q6_K, 16 lanes at a time).
+void q6_K_block_to_f32(const BlockQ6K & b, float * y) {
+    const float d = ggml_fp16_to_fp32(b.d);
+    const __m128i low4 = _mm_set1_epi8(0x0F), two = _mm_set1_epi8(3), off = _mm_set1_epi8(32);
+    for (int n = 0; n < 2; ++n) {
+        const uint8_t * ql = b.ql + 64 * n;
+        const uint8_t * qh = b.qh + 32 * n;
+        const int8_t * sc = b.scales + 8 * n;
+        for (int l0 = 0; l0 < 32; l0 += 16) {
+            const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(ql + l0));
+            const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(ql + l0 + 32));
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qh + l0));
+            auto high2 = [&](int shift) { return _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, shift), two), 4); };
+            const __m128i q[4] = {
+                _mm_sub_epi8(_mm_or_si128(_mm_and_si128(a, low4), high2(0)), off),
+                _mm_sub_epi8(_mm_or_si128(_mm_and_si128(c, low4), high2(2)), off),
+                _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), low4), high2(4)), off),
+                _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), low4), high2(6)), off),
+            };
+            const int is = l0 / 16;
+            for (int k = 0; k < 4; ++k) {
+                const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q[k]));
+                _mm512_storeu_ps(y + 128 * n + 32 * k + l0, _mm512_mul_ps(v, _mm512_set1_ps(d * sc[is + 2 * k])));
+            }
+        }
+    }
+}
+
+// Values k0..k0+n−1 of row r of w → f32 (n ≤ 256; for quantized types k0 is a multiple of 256 or
+// of the block size): the k-quants above, ggml's dequantization for other types.
+void weight_segment_to_f32(const ggml_tensor * w, bool repacked, int64_t r, int64_t k0, int64_t n, float * y) {
+    const char * row = static_cast<const char *>(w->data) + r * w->nb[1];
+    if (repacked) {  // rows in groups of 8, each group a run of K/256 blocks
+        const auto * group = static_cast<const BlockQ4Kx8 *>(w->data) + (r / 8) * (w->ne[0] / 256);
+        q4_Kx8_block_to_f32(group[k0 / 256], static_cast<int>(r % 8), y);
+    } else if (w->type == GGML_TYPE_Q4_K) {
+        q4_K_block_to_f32(reinterpret_cast<const BlockQ4K *>(row)[k0 / 256], y);
+    } else if (w->type == GGML_TYPE_Q6_K) {
+        q6_K_block_to_f32(reinterpret_cast<const BlockQ6K *>(row)[k0 / 256], y);
+    } else if (w->type == GGML_TYPE_F32) {
+        std::memcpy(y, reinterpret_cast<const float *>(row) + k0, n * sizeof(float));
+    } else if (w->type == GGML_TYPE_F16) {
+        const uint16_t * h = reinterpret_cast<const uint16_t *>(row) + k0;
+        for (int64_t k = 0; k < n; k += 16) {
+            const __mmask16 m = lanes(n - k);
+            _mm512_mask_storeu_ps(y + k, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + k)));
+        }
+    } else {
+        const int64_t blck = ggml_blck_size(w->type);
+        ggml_get_type_traits(w->type)->to_float(row + (k0 / blck) * ggml_type_size(w->type), y, n);
+    }
+}
+
+// Rows r0..r0+31 of the weight matrix w [K, M] as one packed panel ([pairs(K)][32] dwords; rows past M
+// are zero): per 256 columns, 16 rows go to bf16 pairs and through a 16×16 transpose into place.
+void pack_weight_panel(const ggml_tensor * w, int64_t r0, uint32_t * panel) {
+    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
+    const bool repacked = is_repacked(w);
+    alignas(64) float seg[256 + 16];
+    alignas(64) uint32_t rows[16][128];  // 16 rows × 128 pairs of the current 256 columns
+    for (int64_t k0 = 0; k0 < K; k0 += 256) {
+        const int64_t n = std::min<int64_t>(256, K - k0), np = n_pairs(n);
+        for (int half = 0; half < 2; ++half) {
+            for (int j = 0; j < 16; ++j) {
+                const int64_t r = r0 + 16 * half + j;
+                if (r >= M) {
+                    std::memset(rows[j], 0, sizeof rows[j]);
+                    continue;
+                }
+                weight_segment_to_f32(w, repacked, r, k0, n, seg);
+                if (n % 2) seg[n] = 0.0f;
+                for (int64_t p = 0; p < np; p += 16) {  // 32 values → 16 pairs
+                    const __mmask16 m = lanes(2 * np - 2 * p), m_hi = lanes(2 * np - 2 * p - 16);
+                    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, seg + 2 * p + 16), _mm512_maskz_loadu_ps(m, seg + 2 * p));
+                    _mm512_store_si512(rows[j] + p, (__m512i)(v));
                 }
             }
-            a_chunk = rows;
+            for (int64_t p = 0; p < np; p += 16) {
+                __m512i r[16];
+                for (int j = 0; j < 16; ++j) r[j] = _mm512_load_si512(rows[j] + p);
+                transpose16(r);
+                const int64_t count = std::min<int64_t>(16, np - p);
+                for (int c = 0; c < count; ++c) _mm512_store_si512(panel + (k0 / 2 + p + c) * kPanel + 16 * half, r[c]);
+            }
         }
-        for (int64_t m0 = 0; m0 < M; m0 += kPanel) {
-            const uint32_t * b = panels + (m0 / kPanel) * pairs * kPanel;
-            for (int64_t blk = c; blk < c_end; ++blk) {
-                const int64_t r0 = blk * kMR;
-                tile<2>(a_chunk + (r0 - r_first) * 2 * pairs, 2 * pairs, b, pairs, [&](int i, int h, __m512 v) {
+    }
+}
+
+// dst: the rows of x [K, N] (f32) as bf16 rows; threads split the rows.
+void op_rows_to_bf16(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t N = x->ne[1];
+    for (int64_t r = N * ith / nth; r < N * (ith + 1) / nth; ++r) {
+        row_to_bf16(static_cast<const char *>(x->data) + r * x->nb[1], x->type, x->ne[0],
+                    reinterpret_cast<uint16_t *>(static_cast<char *>(dst->data) + r * dst->nb[1]));
+    }
+}
+
+// dst [M, N] = act(x·wᵀ + bias) + residual: x bf16 rows (src0), bias (src1), residual (src2), either
+// absent; the weight w comes as userdata (not a graph source, so that ggml's scheduler never asks
+// the CPU_REPACK buffer type about this op). Threads split the 32-row panels of w: each thread packs
+// a panel into its own cache-resident buffer, then runs every row of x through it, so each weight is
+// read and expanded once per call. Past ~8 MB of activations the rows go in chunks (each chunk packs
+// the panels again) so that they are read from cache, not memory.
+template <Activation kAct>
+void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
+    const ggml_tensor * x = dst->src[0];
+    const ggml_tensor * bias = dst->src[1];
+    const ggml_tensor * residual = dst->src[2];
+    const bool bf16_out = dst->type == GGML_TYPE_BF16;
+    const int64_t K = w->ne[0], M = w->ne[1], N = x->ne[1], pairs = n_pairs(K);
+    const int64_t n_panels = (M + kPanel - 1) / kPanel;
+    const int64_t chunk_rows = std::max<int64_t>(kMR, (8 << 20) / (4 * pairs) / kMR * kMR);
+
+    Scratch s_panel, s_tail;
+    uint32_t * panel = s_panel.get<uint32_t>(pairs * kPanel);
+    // The last block of rows when N is not a multiple of kMR, zero-padded (the kernel reads kMR rows).
+    uint16_t * tail = s_tail.get<uint16_t>(kMR * 2 * pairs);
+    const int64_t n_tail = N % kMR;
+    if (n_tail != 0) {
+        std::memset(tail, 0, kMR * 2 * pairs * sizeof(uint16_t));
+        for (int64_t i = 0; i < n_tail; ++i) {
+            std::memcpy(tail + i * 2 * pairs, static_cast<const char *>(x->data) + (N - n_tail + i) * x->nb[1], 2 * pairs * sizeof(uint16_t));
+        }
+    }
+    for (int64_t n0 = 0; n0 < N; n0 += chunk_rows) {
+        const int64_t n1 = std::min(N, n0 + chunk_rows);
+        for (int64_t c = ith; c < n_panels; c += nth) {
+            const int64_t m0 = c * kPanel;
+            pack_weight_panel(w, m0, panel);
+            const __mmask16 mask0 = lanes(M - m0), mask1 = lanes(M - m0 - 16);
+            for (int64_t r0 = n0; r0 < n1; r0 += kMR) {
+                const int64_t nr = std::min<int64_t>(kMR, n1 - r0);
+                const uint16_t * a = nr < kMR ? tail : reinterpret_cast<const uint16_t *>(static_cast<const char *>(x->data) + r0 * x->nb[1]);
+                tile<2>(a, 2 * pairs, panel, pairs, [&](int i, int h, __m512 v) {
                     const int64_t r = r0 + i, m = m0 + 16 * h;
-                    if (r >= N || m >= M) return;
-                    const __mmask16 mask = lanes(M - m);
+                    if (i >= nr || m >= M) return;
+                    const __mmask16 mask = h == 0 ? mask0 : mask1;
                     if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, static_cast<const float *>(bias->data) + m));
-                    if (flags.act == Activation::gelu_tanh) v = gelu_tanh16(v);
+                    if constexpr (kAct == Activation::gelu_tanh) v = gelu_tanh16(v);
                     if (residual != nullptr) {
                         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(
                                                                              static_cast<const char *>(residual->data) + r * residual->nb[1]) + m));
                     }
-                    store_lanes(static_cast<char *>(dst->data) + r * dst->nb[1], m, mask, v, flags.bf16_out);
+                    store_lanes(static_cast<char *>(dst->data) + r * dst->nb[1], m, mask, v, bf16_out);
                 });
             }
         }
@@ -561,20 +679,20 @@ bool bf16_kernels_usable(const ggml_tensor * w) {
 }
 
 ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
-    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
+    const int64_t K = w->ne[0], M = w->ne[1];
     GGML_ASSERT(ggml_n_dims(w) <= 2 && ggml_get_type_traits(w->type)->to_float != nullptr);
-    GGML_ASSERT((x->type == GGML_TYPE_F32 && x->ne[0] == K && x->nb[0] == sizeof(float)) || is_bf16_rows(x, K));
+    GGML_ASSERT((x->type == GGML_TYPE_F32 && x->ne[0] == K && x->nb[0] == sizeof(float)) || (is_bf16_rows(x, K) && ggml_is_contiguous(x)));
     GGML_ASSERT(ggml_n_dims(x) <= 2 && (!opt.bf16_out || M % 2 == 0));
     GGML_ASSERT(opt.residual == nullptr || (opt.residual->type == GGML_TYPE_F32 && opt.residual->ne[0] == M && opt.residual->ne[1] == x->ne[1]));
     const int64_t N = x->ne[1];
-
-    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, pairs * kPanel * ((M + kPanel - 1) / kPanel) + 16, 1, 1, 1, nullptr, 0,
-                                          op_pack_weights, GGML_N_TASKS_MAX, w);
-    ggml_format_name(packed, "bf16_packed-%s", w->name);
-    const LinearFlags flags{opt.act, opt.bf16_out};
-    ggml_tensor * args[] = {packed, x, opt.bias, opt.residual};
-    ggml_tensor * y = ggml_custom_4d(ctx, opt.bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, M, N, 1, 1, args, 4, op_linear,
-                                     GGML_N_TASKS_MAX, flags_as_userdata(flags));
+    if (x->type == GGML_TYPE_F32) {
+        ggml_tensor * x_args[] = {x};
+        x = ggml_custom_4d(ctx, GGML_TYPE_BF16, 2 * n_pairs(K), N, 1, 1, x_args, 1, op_rows_to_bf16, GGML_N_TASKS_MAX, nullptr);
+        ggml_set_name(x, "bf16_rows");
+    }
+    ggml_tensor * args[] = {x, opt.bias, opt.residual};
+    const ggml_custom_op_t op = opt.act == Activation::gelu_tanh ? op_linear<Activation::gelu_tanh> : op_linear<Activation::none>;
+    ggml_tensor * y = ggml_custom_4d(ctx, opt.bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, M, N, 1, 1, args, 3, op, GGML_N_TASKS_MAX, w);
     ggml_format_name(y, "bf16_linear-%s", w->name);
     return y;
 }

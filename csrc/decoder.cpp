@@ -54,7 +54,7 @@ DecoderWeights bind_decoder_weights(const Weights & w, const LlmConfig & c) {
 namespace {
 
 // Rows from which a prompt batch over quantized weights takes the bf16 path (see build_decoder_graph).
-constexpr int kMinBf16Rows = 32;
+constexpr int kMinBf16Rows = 16;
 
 ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * weight, float eps) {
     return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), weight);
