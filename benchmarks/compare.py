@@ -14,7 +14,14 @@ Each engine runs in its own subprocess per round (so peak RSS is its own), the e
                       through MiniCPMv26ChatHandler)
   prefill 512         tokens/s of one 512-token prompt into an empty cache
   decode 64           tokens/s of 64 single-token steps after it (greedy, argmax on the host)
+  load                constructing the model (LLM + vision file) with the files in the page cache
   peak RSS            the worker's peak resident set (mapped weights count once touched)
+
+Engines: `ours` (defaults: weights used from the file mapping), `ours-no-mmap` (Model(use_mmap=False):
+weights copied into allocated memory), `ours-repack` (Model(cpu_repack=True): ggml's CPU_REPACK
+kernels), `llama.cpp` (its defaults: on this CPU the CPU_REPACK extra buffer type, which also copies
+the weights into allocated memory), `llama.cpp-plain` (use_extra_bufts off: plain buffers over the
+mapping, like `ours`).
 
 `torch` times the PyTorch float32 reference of the tests (tests/reference.py) on the vision rows,
 from the checkpoint's safetensors. The memory read bandwidth of the machine (benchmarks/membw.c, same
@@ -49,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import DEFAULT_CACHE, full_mmproj, full_model, machine  # noqa: E402
 
-ROWS = ["encode_448", "encode_1344", "ttft_1344", "prefill_512", "decode_64", "peak_rss"]
+ROWS = ["encode_448", "encode_1344", "ttft_1344", "prefill_512", "decode_64", "load", "peak_rss"]
 # row -> (label, unit, higher is better)
 ROW_INFO = {
     "encode_448": ("vision encode 448×448 (1 slice)", "s", False),
@@ -57,6 +64,7 @@ ROW_INFO = {
     "ttft_1344": ("time to first token, 1344² image + 20-token question", "s", False),
     "prefill_512": ("prefill 512 tokens", "tok/s", True),
     "decode_64": ("decode 64 tokens (median step)", "tok/s", True),
+    "load": ("load (LLM + vision file, from the page cache)", "s", False),
     "peak_rss": ("peak RSS", "MiB", False),
 }
 QUESTION = "Describe this picture in detail: the colours, the shapes, any text, and the overall mood."  # 20 tokens
@@ -104,10 +112,10 @@ def dump(args, name: str, rows) -> None:
 def worker_ours(args) -> dict:
     import minicpmv
 
-    model = minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads,
-                           cpu_repack=args.worker == "ours-repack")
+    load, model = timed(lambda: minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads,
+                                               cpu_repack=args.worker == "ours-repack", use_mmap=args.worker != "ours-no-mmap"))
     prompt = model.tokenize(PREFILL_TEXT)[:N_PREFILL]
-    res: dict = {"question_tokens": len(model.tokenize(QUESTION))}
+    res: dict = {"question_tokens": len(model.tokenize(QUESTION)), "load": load}
 
     def encode(size: int):
         img = picture(size)
@@ -145,6 +153,17 @@ def worker_llama(args) -> dict:
     from llama_cpp.llama_chat_format import MiniCPMv26ChatHandler
     from PIL import Image
 
+    if args.worker == "llama.cpp-plain":
+        # Plain CPU buffers (use_extra_bufts off: no CPU_REPACK/AMX), as minicpmv runs by default.
+        default_params = llama_cpp.llama_cpp.llama_model_default_params
+
+        def plain_params():
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_cpp.llama_model_default_params = plain_params
+    t0 = time.perf_counter()
     handler = MiniCPMv26ChatHandler(clip_model_path=str(args.mmproj), verbose=False)
     llm = llama_cpp.Llama(
         str(args.llm),
@@ -158,9 +177,10 @@ def worker_llama(args) -> dict:
         verbose=False,
     )
     handler._init_mtmd_context(llm)
+    load = time.perf_counter() - t0
     ctx = handler.mtmd_ctx
     prompt = llm.tokenize(PREFILL_TEXT.encode(), add_bos=False)[:N_PREFILL]
-    res: dict = {"question_tokens": len(llm.tokenize(QUESTION.encode(), add_bos=False))}
+    res: dict = {"question_tokens": len(llm.tokenize(QUESTION.encode(), add_bos=False)), "load": load}
 
     def encode(size: int):
         img = picture(size)
@@ -246,8 +266,11 @@ def worker_torch(args) -> dict:
     return res
 
 
-# "ours-repack": Model(cpu_repack=True), quantized weights in ggml's CPU_REPACK layout (decode kernels).
-WORKERS = {"ours": worker_ours, "ours-repack": worker_ours, "llama.cpp": worker_llama, "torch": worker_torch}
+# "ours-repack": Model(cpu_repack=True), quantized weights in ggml's CPU_REPACK layout (ggml's kernels);
+# "ours-no-mmap": Model(use_mmap=False), weights copied into allocated memory (as llama.cpp's repack does);
+# "llama.cpp" runs with its defaults (extra buffer types: CPU_REPACK here), "llama.cpp-plain" without them.
+WORKERS = {"ours": worker_ours, "ours-repack": worker_ours, "ours-no-mmap": worker_ours, "llama.cpp": worker_llama,
+           "llama.cpp-plain": worker_llama, "torch": worker_torch}
 
 
 # --- the driver ----------------------------------------------------------------------------------------
@@ -302,7 +325,7 @@ def run_worker(engine: str, args, files: dict) -> dict:
     if args.dump_dir:
         cmd += ["--dump-dir", str(args.dump_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    extra_path = args.llama_cpp_path if engine == "llama.cpp" else args.ours_path if engine.startswith("ours") else None
+    extra_path = args.llama_cpp_path if engine.startswith("llama.cpp") else args.ours_path if engine.startswith("ours") else None
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     load_before = load_avg()
@@ -330,9 +353,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)")
-    parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32"])
-    parser.add_argument("--engines", default="ours,llama.cpp,torch", help="any of ours, ours-repack, llama.cpp, torch")
-    parser.add_argument("--rows", default=",".join(r for r in ROWS if r != "peak_rss"))
+    parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32", "q8_0"])
+    parser.add_argument("--engines", default="ours,llama.cpp,torch", help="any of " + ", ".join(WORKERS))
+    parser.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("load", "peak_rss")))
     parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
     parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"),
                         help="directory holding the llama_cpp package (pip install --target DIR llama-cpp-python)")
@@ -382,12 +405,12 @@ def main() -> None:
             print(f"  round {rnd + 1} {engine}: {shown} (load {res['load']}, {res['wall']:.0f} s)", flush=True)
 
     bandwidth = max(b for b in (bandwidth_before, memory_bandwidth(args.cache_dir, args.threads)) if b) if bandwidth_before else None
-    rows = args.rows + ["peak_rss"]
+    rows = args.rows + ["load", "peak_rss"]
     med = {e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
            for e in engines}
 
     names = [e for e in engines]
-    ratios = [(a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "torch") if b in names]
+    ratios = [(a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "llama.cpp-plain", "torch") if b in names]
     head = f"| {'row':<55} | " + " | ".join(f"{n:>14}" for n in names) + "".join(f" | {a} / {b}" for a, b in ratios)
     print()
     print(f"medians of {args.rounds} rounds; threads {args.threads}; load after: {load_avg()}")

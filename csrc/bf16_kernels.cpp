@@ -1,5 +1,8 @@
 #include "bf16_kernels.h"
 
+#include "cpu_weights.h"
+#include "kquant_blocks.h"
+
 #include <ggml-backend.h>
 #include <ggml.h>
 
@@ -31,40 +34,9 @@ constexpr int64_t kPanel = 32;
 
 int64_t n_pairs(int64_t k) { return (k + 1) / 2; }
 
-// ggml's CPU_REPACK buffer (Model(cpu_repack=True)) keeps q4_K matrices as block_q4_Kx8: 8 rows
-// interleaved per 256-column block (ggml-cpu/repack.cpp, make_block_q4_Kx8 with 8-byte interleave, the
-// layout this ggml picks on AVX2 CPUs). The bf16 kernels read it back row by row; other repacked
-// layouts are not read (those graphs keep ggml's kernels).
-bool is_repacked(const ggml_tensor * w) {
-    return w->buffer != nullptr && std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
-}
-
+// The CPU_REPACK layout read back row by row is q4_K's block_q4_Kx8 (8-byte interleave, the layout
+// this ggml picks on AVX2 CPUs); other repacked layouts are not read (those graphs keep ggml's kernels).
 bool readable_repacked(const ggml_tensor * w) { return w->type == GGML_TYPE_Q4_K && w->ne[1] % 8 == 0 && ggml_n_dims(w) == 2; }
-
-struct BlockQ4Kx8 {
-    uint16_t d[8];
-    uint16_t dmin[8];
-    uint8_t scales[96];
-    uint8_t qs[1024];
-};
-static_assert(sizeof(BlockQ4Kx8) == 1152, "block_q4_Kx8 is 1152 bytes");
-
-// ggml's k-quant blocks of 256 values (ggml-common.h), read directly by the packing below.
-struct BlockQ4K {
-    uint16_t d;
-    uint16_t dmin;
-    uint8_t scales[12];
-    uint8_t qs[128];
-};
-static_assert(sizeof(BlockQ4K) == 144, "block_q4_K is 144 bytes");
-
-struct BlockQ6K {
-    uint8_t ql[128];
-    uint8_t qh[64];
-    int8_t scales[16];
-    uint16_t d;
-};
-static_assert(sizeof(BlockQ6K) == 210, "block_q6_K is 210 bytes");
 
 bool cpu_has_avx512_bf16() {
     static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
@@ -291,17 +263,9 @@ inline void q4_K_to_f32(float d, float dmin, const uint8_t sc[8], const uint8_t 
 }
 
 void q4_K_block_to_f32(const BlockQ4K & b, float * y) {
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4
-        if (j < 4) {
-            sc[j] = b.scales[j] & 63;
-            mn[j] = b.scales[j + 4] & 63;
-        } else {
-            sc[j] = (b.scales[j + 4] & 0xF) | ((b.scales[j - 4] >> 6) << 4);
-            mn[j] = (b.scales[j + 4] >> 4) | ((b.scales[j] >> 6) << 4);
-        }
-    }
-    q4_K_to_f32(ggml_fp16_to_fp32(b.d), ggml_fp16_to_fp32(b.dmin), sc, mn, b.qs, y);
+    uint8_t sm[16];
+    q4_K_scales_mins(b.scales, sm);
+    q4_K_to_f32(ggml_fp16_to_fp32(b.d), ggml_fp16_to_fp32(b.dmin), sm, sm + 8, b.qs, y);
 }
 
 // Row `lane` (0..7) of one block_q4_Kx8 (see is_repacked) → f32, as dequantize_row_q4_K gives it.
@@ -380,7 +344,7 @@ void weight_segment_to_f32(const ggml_tensor * w, bool repacked, int64_t r, int6
 // are zero): per 256 columns, 16 rows go to bf16 pairs and through a 16×16 transpose into place.
 void pack_weight_panel(const ggml_tensor * w, int64_t r0, uint32_t * panel) {
     const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
-    const bool repacked = is_repacked(w);
+    const bool repacked = is_cpu_repacked(w);
     alignas(64) float seg[256 + 16];
     alignas(64) uint32_t rows[16][128];  // 16 rows × 128 pairs of the current 256 columns
     for (int64_t k0 = 0; k0 < K; k0 += 256) {
@@ -670,12 +634,8 @@ bool bf16_kernels_usable(const ggml_tensor * w) {
         return false;
     }
     if (!cpu_has_avx512_bf16()) return false;
-    if (is_repacked(w)) return readable_repacked(w);
-    // Host memory in ggml's layout (weights mapped from the file sit in the CPU "from pointer" buffer
-    // type, which names no device).
-    ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
-    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
-    return (dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) && ggml_backend_buft_is_host(buft);
+    if (is_cpu_repacked(w)) return readable_repacked(w);
+    return in_cpu_memory(w);
 }
 
 ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {

@@ -7,6 +7,7 @@
 #include "image_preprocess.h"
 #include "image_resize.h"
 #include "image_slicing.h"
+#include "int8_kernels.h"
 #include "model.h"
 #include "quantize.h"
 #include "sampler.h"
@@ -292,6 +293,29 @@ PYBIND11_MODULE(_core, m) {
           "ggml's quantization of the rows of `src` (f32 / f16 / bf16 as uint16) into `dst_type` (ggml type ids), "
           "multi-threaded; returns the bytes as uint8 [..., row bytes].");
 
+    m.def("int8_matmul",
+          [](py::array_t<uint8_t, py::array::c_style> w, int type, py::array_t<float, py::array::c_style | py::array::forcecast> x) -> py::object {
+              if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
+                  throw Error(ErrorCode::invalid_argument, "int8_matmul: the weight type must be q4_K or q6_K");
+              }
+              if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) % 256 != 0) {
+                  throw Error(ErrorCode::invalid_argument, "int8_matmul: w must be [M, row bytes] and x [N, K] with K a multiple of 256");
+              }
+              const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
+              if (static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
+                  throw Error(ErrorCode::invalid_argument, "int8_matmul: the rows of w do not hold K values");
+              }
+              py::array_t<float> y({N, M});
+              bool done;
+              {
+                  py::gil_scoped_release release;
+                  done = int8_matmul(w.data(), type, K, M, x.data(), N, y.mutable_data());
+              }
+              return done ? py::object(y) : py::none();
+          },
+          py::arg("w"), py::arg("type"), py::arg("x"),
+          "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32); None where the CPU lacks AVX-512 VNNI.");
+
     py::class_<Tokenizer>(m, "Tokenizer")
         .def(py::init<std::vector<std::string>, const std::vector<std::string> &, std::vector<int32_t>>(), py::arg("tokens"),
              py::arg("merges"), py::arg("types"))
@@ -303,15 +327,16 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_vocab", &Tokenizer::n_vocab);
 
     py::class_<Model>(m, "Model")
-        .def(py::init([](const std::string & path, const std::string & mmproj, const std::string & device, bool cpu_repack) {
+        .def(py::init([](const std::string & path, const std::string & mmproj, const std::string & device, bool cpu_repack, bool use_mmap) {
                  ModelParams p = default_model_params();
                  p.device = device;
                  p.cpu_repack = cpu_repack;
+                 p.use_mmap = use_mmap;
                  py::gil_scoped_release release;
                  return std::make_unique<Model>(path, mmproj, p);
              }),
              py::arg("model_path"), py::arg("mmproj_path") = "", py::arg("device") = default_model_params().device,
-             py::arg("cpu_repack") = default_model_params().cpu_repack)
+             py::arg("cpu_repack") = default_model_params().cpu_repack, py::arg("use_mmap") = default_model_params().use_mmap)
         .def_property_readonly("has_vision", [](const Model & m) { return m.vision() != nullptr; })
         .def_property_readonly("vision_config", [](const Model & m) -> py::object {
             if (m.vision() == nullptr) return py::none();

@@ -1,6 +1,7 @@
 #include "decoder.h"
 
 #include "bf16_kernels.h"
+#include "int8_kernels.h"
 #include "kv_cache.h"
 
 #include <ggml.h>
@@ -83,10 +84,21 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
     // once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than ggml's quantized
     // dot products at this batch size and closer to exact (ggml rounds activations to 8-bit blocks,
     // this to bf16); attention the same way (the causal tail of each block of queries skipped). Short
-    // batches (decode) keep ggml's kernels, which read the quantized weights directly.
+    // batches (decode) read the quantized weights directly: q4_K/q6_K with the int8 kernels on an
+    // AVX-512 VNNI CPU (int8_kernels.h; one rounded copy of each activation serves every product
+    // reading it), other types with ggml's.
     const bool bf16 = n_rows >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up);
+    ggml_tensor * rounded_src = nullptr;
+    ggml_tensor * rounded = nullptr;
     auto linear = [&](ggml_tensor * weight, ggml_tensor * x, ggml_tensor * bias) {
         if (bf16 && bf16_kernels_usable(weight)) return bf16_linear(ctx, weight, x, {bias});
+        if (!bf16 && int8_kernels_usable(weight)) {
+            if (x != rounded_src) {
+                rounded_src = x;
+                rounded = int8_rows(ctx, x);
+            }
+            return int8_linear(ctx, weight, rounded, bias);
+        }
         ggml_tensor * y = ggml_mul_mat(ctx, weight, x);
         return bias != nullptr ? ggml_add(ctx, y, bias) : y;
     };
@@ -159,7 +171,7 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         x = ggml_view_2d(ctx, x, c.n_embd, b.n_slots, x->nb[1] * b.n_tokens, x->nb[1] * (b.n_tokens - 1));
     }
     x = rms_norm(ctx, x, w.output_norm, c.rms_eps);  // model.norm
-    ggml_tensor * logits = ggml_mul_mat(ctx, w.output, x);  // lm_head
+    ggml_tensor * logits = linear(w.output, x, nullptr);  // lm_head
     ggml_set_name(logits, "logits");
     ggml_set_output(logits);
     ggml_build_forward_expand(gf, logits);

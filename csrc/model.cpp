@@ -28,9 +28,9 @@ Model::Model(const std::string & llm_path, const std::string & mmproj_path, cons
         stop_ids_.push_back(id);
     }
     device_ = select_device(params.device);
-    weights_ = std::make_unique<Weights>(*file_, decoder_weight_table(config_), device_, params.cpu_repack);
+    weights_ = std::make_unique<Weights>(*file_, decoder_weight_table(config_), device_, params.cpu_repack, params.use_mmap);
     decoder_ = bind_decoder_weights(*weights_, config_);
-    if (!mmproj_path.empty()) vision_ = std::make_unique<VisionModel>(mmproj_path, device_, config_.n_embd, params.cpu_repack);
+    if (!mmproj_path.empty()) vision_ = std::make_unique<VisionModel>(mmproj_path, device_, config_.n_embd, params.cpu_repack, params.use_mmap);
 }
 
 Model::~Model() = default;

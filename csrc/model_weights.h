@@ -1,8 +1,8 @@
 // One weight table per model part (STYLE.md §8): every expected tensor with its shape as a function of
 // the config. The loader checks name, shape and type of each, rejects leftovers, then places the
-// tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory;
-// on the CPU and when asked (cpu_repack), quantized matrices that ggml's repacked kernels support are
-// copied into that layout.
+// tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory
+// (use_mmap), else copied into the device's memory; on the CPU and when asked (cpu_repack), quantized
+// matrices that ggml's repacked kernels support are copied into that layout.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ struct WeightSpec {
 
 class Weights {
   public:
-    Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device, bool cpu_repack);
+    Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device, bool cpu_repack, bool use_mmap);
     ~Weights();
     Weights(const Weights &) = delete;
     Weights & operator=(const Weights &) = delete;

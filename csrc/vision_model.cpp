@@ -117,11 +117,12 @@ std::vector<WeightSpec> vision_weight_table(const VisionConfig & c, bool swapped
 
 }  // namespace
 
-VisionModel::VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack) {
+VisionModel::VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack,
+                         bool use_mmap) {
     file_ = std::make_unique<GgufFile>(mmproj_path);
     config_ = read_vision_config(*file_, expected_embed);
     const bool swapped = ffn_names_swapped(*file_, config_);
-    storage_ = std::make_unique<Weights>(*file_, vision_weight_table(config_, swapped), device, cpu_repack);
+    storage_ = std::make_unique<Weights>(*file_, vision_weight_table(config_, swapped), device, cpu_repack, use_mmap);
     const Weights & w = *storage_;
     VisionWeights & v = weights_;
     v.patch_w = w.get("v.patch_embd.weight");

@@ -78,7 +78,7 @@ struct VisionWeights {
 class VisionModel {
   public:
     // Throws Error(io/bad_format) as Model does; `expected_embed` is the LLM width the resampler must match.
-    VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack);
+    VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack, bool use_mmap);
     ~VisionModel();
 
     const VisionConfig & config() const { return config_; }

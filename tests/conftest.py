@@ -34,6 +34,15 @@ def tiny_gguf_f16(tiny_ckpt, tmp_path_factory) -> Path:
     return _convert(tiny_ckpt, tmp_path_factory, "f16")
 
 
+@pytest.fixture(scope="session")
+def tiny_q4_k_m(tiny_gguf_f32, tmp_path_factory) -> Path:
+    """The tiny checkpoint's LLM quantized to Q4_K_M by our quantizer (q4_K and q6_K matrices)."""
+    from minicpmv.convert.gguf_quantize import quantize_gguf
+
+    out = tmp_path_factory.mktemp("tiny_q4_k_m") / "ggml-model-Q4_K_M.gguf"
+    return quantize_gguf(tiny_gguf_f32, out, "Q4_K_M", progress=False)
+
+
 def _convert_mmproj(tiny_ckpt: Path, tmp_path_factory, outtype: str) -> Path:
     from minicpmv.convert.mmproj import convert_mmproj
 

@@ -22,14 +22,6 @@ import minicpmv
 PROMPT = "The history of the city begins with a small settlement on the river, " * 4
 
 
-@pytest.fixture(scope="module")
-def tiny_q4_k_m(tiny_gguf_f32, tmp_path_factory):
-    from minicpmv.convert.gguf_quantize import quantize_gguf
-
-    out = tmp_path_factory.mktemp("tiny_q4_k_m") / "ggml-model-Q4_K_M.gguf"
-    return quantize_gguf(tiny_gguf_f32, out, "Q4_K_M", progress=False)
-
-
 def prompt_logits(path, n_batch: int, **kwargs) -> np.ndarray:
     model = minicpmv.Model(path, n_ctx=512, n_batch=n_batch, kv_cache_type="f32", **kwargs)
     ids = model.tokenize(PROMPT)[:48]

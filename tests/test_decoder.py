@@ -130,3 +130,16 @@ def test_later_turns_reuse_the_cache(model_f32):
     # The reused cache gives what a fresh session computes.
     fresh = minicpmv.Model(model_f32.model_path, n_ctx=512, kv_cache_type="f32")
     assert fresh.generate(fresh.chat_prompt(msgs), max_new_tokens=8, temperature=0.0)["tokens"] == second["tokens"]
+
+
+def test_weights_copied_into_memory_compute_the_same(tiny_q4_k_m, tiny_mmproj_f16):
+    """use_mmap=False (weights copied out of the file mapping) changes where the weights live, not the math."""
+    ids = list(range(1000, 1040))
+    logits = []
+    for use_mmap in (True, False):
+        model = minicpmv.Model(tiny_q4_k_m, mmproj_path=tiny_mmproj_f16, n_ctx=128, use_mmap=use_mmap)
+        img = np.full((64, 64, 3), 200, np.uint8)
+        logits.append((np.asarray(model.eval(ids, all_logits=True)), np.asarray(model.eval([7])),
+                       np.asarray(model.encode_slices(minicpmv._core.preprocess_image(img)))))
+    for a, b in zip(*logits):
+        np.testing.assert_array_equal(a, b)

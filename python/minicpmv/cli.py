@@ -16,7 +16,8 @@ from .model import _BEAMS, _MAX_SLICE_NUMS, _SAMPLING, _SESSION, Model
 
 
 def _chat(args: argparse.Namespace) -> int:
-    model = Model(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+    model = Model(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
+                  use_mmap=not args.no_mmap)
     content = [Path(p) for p in args.image]
     max_slice_nums, use_image_id = args.max_slice_nums, None
     if args.video:
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION["n_ctx"])
     chat.add_argument("-t", "--threads", type=int, default=None)
     chat.add_argument("--device", default=_core.default_device())
+    chat.add_argument("--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)")
     chat.add_argument("--system-prompt", default="")
     chat.add_argument("--temperature", type=float, default=_SAMPLING["temperature"])
     chat.add_argument("--top-p", type=float, default=_SAMPLING["top_p"])

@@ -98,6 +98,7 @@ class Model:
         device: str = _core.default_device(),
         kv_cache_type: str = _SESSION["kv_cache_type"],
         cpu_repack: bool = False,
+        use_mmap: bool = True,
     ):
         for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
             if not isinstance(value, int) or value < 1:
@@ -106,8 +107,10 @@ class Model:
             raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
         self.model_path = os.fspath(model_path)
         self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
-        # cpu_repack: quantized weights in ggml's CPU_REPACK layout (faster; an opt-in extra buffer type).
-        self._model = _core.Model(self.model_path, self.mmproj_path or "", device, bool(cpu_repack))
+        # cpu_repack: quantized weights in ggml's CPU_REPACK layout (an opt-in extra buffer type).
+        # use_mmap=False: weights copied into memory instead of used from the file mapping (on the
+        # CPU ~10 % faster decoding, slower loading), as llama.cpp's --no-mmap.
+        self._model = _core.Model(self.model_path, self.mmproj_path or "", device, bool(cpu_repack), bool(use_mmap))
         self._session = _core.Session(
             self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
         )

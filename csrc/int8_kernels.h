@@ -1,0 +1,37 @@
+// Products of k-quant weights (q4_K, q6_K: the matrices of a Q4_K_M file) with a few activation rows
+// in 8-bit integers, for x86 CPUs with AVX-512 VNNI, as ggml custom ops. They serve decoding (one row
+// per step, one per beam): a step reads every weight once, and keeping up with memory means decoding a
+// block in a handful of 512-bit instructions. ggml 0.15's dot products work 32 bytes at a time and
+// reach about 68 % of this machine's bandwidth limit on the full model (benchmarks/compare.py).
+//
+// Numerics: each activation row is rounded to 8 bits per block of 256 exactly as ggml rounds it for
+// these weights (q8_K: d = max|x| / 127, round half to even), and each block's products are summed
+// exactly in integers, so the result is ggml_mul_mat's up to the order of the f32 additions
+// (tests/test_int8_kernels.py).
+#pragma once
+
+#include <cstdint>
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace minicpmv {
+
+// Whether int8_linear may take weight `w`: a q4_K or q6_K matrix with rows of whole blocks, in ggml's
+// own layout in CPU memory, and this CPU has AVX-512 VNNI (checked at run time).
+bool int8_kernels_usable(const ggml_tensor * w);
+
+// x [K, N] f32 (contiguous rows, K a multiple of 256) rounded to 8-bit blocks for int8_linear: one
+// node per activation, shared by every product that reads it.
+ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x);
+
+// w·x (+ bias) as ggml_mul_mat(w, x): w [K, M] (int8_kernels_usable), xq = int8_rows(x), bias [M] f32
+// or nullptr. Returns [M, N] f32.
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias);
+
+// The same product without a graph, on the calling thread (tests): w holds M rows of K values of
+// `type` (GGML_TYPE_Q4_K or GGML_TYPE_Q6_K), x N rows of K floats, y N rows of M floats. False (and
+// nothing computed) where the CPU lacks AVX-512 VNNI.
+bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y);
+
+}  // namespace minicpmv
