@@ -80,25 +80,24 @@ ggml_tensor * cache_store(ggml_context * ctx, ggml_tensor * cache, ggml_tensor *
 ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const LlmConfig & c, const DecoderWeights & w,
                                   const KvCache & cache, const DecoderBatch & b, DecoderInputs & in) {
     const int n_rows = b.n_tokens * b.n_slots;
-    // Prompt batches over quantized weights on an AVX-512 BF16 CPU: each matrix is expanded to bf16
-    // once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than ggml's quantized
-    // dot products at this batch size and closer to exact (ggml rounds activations to 8-bit blocks,
-    // this to bf16); attention the same way (the causal tail of each block of queries skipped). Short
-    // batches (decode) read the quantized weights directly: q4_K/q6_K with the int8 kernels on an
-    // AVX-512 VNNI CPU (int8_kernels.h; one rounded copy of each activation serves every product
-    // reading it), other types with ggml's.
+    // q4_K/q6_K matrices (a Q4_K_M file) on an AVX-512 VNNI CPU: the int8 kernels (int8_kernels.h), for
+    // decoding and prompts alike; one rounded copy of each activation serves every product reading it.
+    // Other quantized matrices in prompt batches on an AVX-512 BF16 CPU: expanded to bf16 once per batch
+    // and multiplied by the bf16 kernel (bf16_kernels.h), faster than ggml's quantized dot products at
+    // this batch size; attention of prompt batches the same way (the causal tail of each block of
+    // queries skipped). The rest: ggml's kernels.
     const bool bf16 = n_rows >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up);
     ggml_tensor * rounded_src = nullptr;
     ggml_tensor * rounded = nullptr;
     auto linear = [&](ggml_tensor * weight, ggml_tensor * x, ggml_tensor * bias) {
-        if (bf16 && bf16_kernels_usable(weight)) return bf16_linear(ctx, weight, x, {bias});
-        if (!bf16 && int8_kernels_usable(weight)) {
+        if (int8_kernels_usable(weight)) {
             if (x != rounded_src) {
                 rounded_src = x;
                 rounded = int8_rows(ctx, x);
             }
             return int8_linear(ctx, weight, rounded, bias);
         }
+        if (bf16 && bf16_kernels_usable(weight)) return bf16_linear(ctx, weight, x, {bias});
         ggml_tensor * y = ggml_mul_mat(ctx, weight, x);
         return bias != nullptr ? ggml_add(ctx, y, bias) : y;
     };
@@ -148,7 +147,9 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, c.head_dim, c.n_head, b.n_tokens, b.n_slots), 0, 2, 1, 3);
         ggml_tensor * attn;
         if (bf16) {
-            attn = bf16_attention(ctx, q, kc, vc, in.kq_mask, kq_scale, /*bf16_out =*/bf16_kernels_usable(L.wo));
+            // bf16 rows out when o_proj takes them (the bf16 kernel), f32 for the others
+            const bool bf16_out = !int8_kernels_usable(L.wo) && bf16_kernels_usable(L.wo);
+            attn = bf16_attention(ctx, q, kc, vc, in.kq_mask, kq_scale, bf16_out);
         } else {
             attn = ggml_flash_attn_ext(ctx, q, kc, vc, in.kq_mask, kq_scale, 0.0f, 0.0f);
             ggml_flash_attn_ext_set_prec(attn, GGML_PREC_F32);
