@@ -14,7 +14,7 @@ Each engine runs in its own subprocess per round (so peak RSS is its own), the e
                       through MiniCPMv26ChatHandler)
   prefill 512         tokens/s of one 512-token prompt into an empty cache
   decode 64           tokens/s of 64 single-token steps after it (greedy, argmax on the host)
-  load                constructing the model (LLM + vision file) with the files in the page cache
+  load_time           constructing the model (LLM + vision file) with the files in the page cache
   peak RSS            the worker's peak resident set (mapped weights count once touched)
 
 Engines: `ours` (defaults: weights used from the file mapping), `ours-no-mmap` (Model(use_mmap=False):
@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import DEFAULT_CACHE, full_mmproj, full_model, machine  # noqa: E402
 
-ROWS = ["encode_448", "encode_1344", "ttft_1344", "prefill_512", "decode_64", "load", "peak_rss"]
+ROWS = ["encode_448", "encode_1344", "ttft_1344", "prefill_512", "decode_64", "load_time", "peak_rss"]
 # row -> (label, unit, higher is better)
 ROW_INFO = {
     "encode_448": ("vision encode 448×448 (1 slice)", "s", False),
@@ -64,7 +64,7 @@ ROW_INFO = {
     "ttft_1344": ("time to first token, 1344² image + 20-token question", "s", False),
     "prefill_512": ("prefill 512 tokens", "tok/s", True),
     "decode_64": ("decode 64 tokens (median step)", "tok/s", True),
-    "load": ("load (LLM + vision file, from the page cache)", "s", False),
+    "load_time": ("load (LLM + vision file, from the page cache)", "s", False),
     "peak_rss": ("peak RSS", "MiB", False),
 }
 QUESTION = "Describe this picture in detail: the colours, the shapes, any text, and the overall mood."  # 20 tokens
@@ -115,7 +115,7 @@ def worker_ours(args) -> dict:
     load, model = timed(lambda: minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads,
                                                cpu_repack=args.worker == "ours-repack", use_mmap=args.worker != "ours-no-mmap"))
     prompt = model.tokenize(PREFILL_TEXT)[:N_PREFILL]
-    res: dict = {"question_tokens": len(model.tokenize(QUESTION)), "load": load}
+    res: dict = {"question_tokens": len(model.tokenize(QUESTION)), "load_time": load}
 
     def encode(size: int):
         img = picture(size)
@@ -180,7 +180,7 @@ def worker_llama(args) -> dict:
     load = time.perf_counter() - t0
     ctx = handler.mtmd_ctx
     prompt = llm.tokenize(PREFILL_TEXT.encode(), add_bos=False)[:N_PREFILL]
-    res: dict = {"question_tokens": len(llm.tokenize(QUESTION.encode(), add_bos=False)), "load": load}
+    res: dict = {"question_tokens": len(llm.tokenize(QUESTION.encode(), add_bos=False)), "load_time": load}
 
     def encode(size: int):
         img = picture(size)
@@ -334,7 +334,7 @@ def run_worker(engine: str, args, files: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} worker failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["load"] = f"{load_before} → {load_avg()}"
+    res["load_avg"] = f"{load_before} → {load_avg()}"
     res["wall"] = time.perf_counter() - t0
     return res
 
@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)")
     parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32", "q8_0"])
     parser.add_argument("--engines", default="ours,llama.cpp,torch", help="any of " + ", ".join(WORKERS))
-    parser.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("load", "peak_rss")))
+    parser.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("load_time", "peak_rss")))
     parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
     parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"),
                         help="directory holding the llama_cpp package (pip install --target DIR llama-cpp-python)")
@@ -402,12 +402,15 @@ def main() -> None:
             res = run_worker(engine, args, files)
             runs[engine].append(res)
             shown = ", ".join(f"{k} {v:.3g}" for k, v in res.items() if isinstance(v, float) and k != "wall")
-            print(f"  round {rnd + 1} {engine}: {shown} (load {res['load']}, {res['wall']:.0f} s)", flush=True)
+            print(f"  round {rnd + 1} {engine}: {shown} (load {res['load_avg']}, {res['wall']:.0f} s)", flush=True)
 
     bandwidth = max(b for b in (bandwidth_before, memory_bandwidth(args.cache_dir, args.threads)) if b) if bandwidth_before else None
-    rows = args.rows + ["load", "peak_rss"]
+    rows = args.rows + ["load_time", "peak_rss"]
     med = {e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
            for e in engines}
+
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "medians": med, "bandwidth": bandwidth}, indent=1))
 
     names = [e for e in engines]
     ratios = [(a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "llama.cpp-plain", "torch") if b in names]
@@ -455,8 +458,6 @@ def main() -> None:
                  if k in runs[e][0]}
         if extra:
             print(f"{e}: {extra}")
-    if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "medians": med, "bandwidth": bandwidth}, indent=1))
 
 
 if __name__ == "__main__":

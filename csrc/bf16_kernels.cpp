@@ -343,7 +343,7 @@ void weight_segment_to_f32(const ggml_tensor * w, bool repacked, int64_t r, int6
 // Rows r0..r0+31 of the weight matrix w [K, M] as one packed panel ([pairs(K)][32] dwords; rows past M
 // are zero): per 256 columns, 16 rows go to bf16 pairs and through a 16×16 transpose into place.
 void pack_weight_panel(const ggml_tensor * w, int64_t r0, uint32_t * panel) {
-    const int64_t K = w->ne[0], M = w->ne[1], pairs = n_pairs(K);
+    const int64_t K = w->ne[0], M = w->ne[1];
     const bool repacked = is_cpu_repacked(w);
     alignas(64) float seg[256 + 16];
     alignas(64) uint32_t rows[16][128];  // 16 rows × 128 pairs of the current 256 columns
