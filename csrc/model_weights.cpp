@@ -168,53 +168,29 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
                 const enum ggml_status st = ggml_backend_tensor_alloc(buffer_, t, const_cast<void *>(file.tensor_data(t)));
                 if (st != GGML_STATUS_SUCCESS) throw Error(ErrorCode::io, file.path() + ": cannot place tensor '" + name + "'");
             }
-        } else if (host) {
-            // use_mmap off on the CPU: anonymous memory (huge pages where the kernel gives them), the
-            // weights copied in once. Streaming a decode step from it runs ~10 % faster than from the
-            // file's page-cache pages (benchmarks/compare.py).
-            const size_t align = 64;
-            size_t total = 0;
-            for (auto & [name, t] : tensors_) {
-                if (t->buffer == nullptr) total += GGML_PAD(ggml_nbytes(t), align);
-            }
-            copy_size_ = std::max<size_t>(total, 1);
-            copy_ = ::mmap(nullptr, copy_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (copy_ == MAP_FAILED) {
-                copy_ = nullptr;
-                throw Error(ErrorCode::io, file.path() + ": out of memory for the weights (" + std::to_string(total) + " bytes)");
-            }
-            madvise(copy_, copy_size_, MADV_HUGEPAGE);
-            buffer_ = ggml_backend_dev_buffer_from_host_ptr(device, copy_, copy_size_, max_tensor);
-            if (buffer_ == nullptr) throw Error(ErrorCode::io, file.path() + ": cannot place weights for the device");
-            size_t offset = 0;
-            for (auto & [name, t] : tensors_) {
-                if (t->buffer != nullptr) continue;  // repacked
-                char * dst = static_cast<char *>(copy_) + offset;
-                offset += GGML_PAD(ggml_nbytes(t), align);
-                std::memcpy(dst, file.tensor_data(t), ggml_nbytes(t));
-                release_mapped_pages(file.tensor_data(t), ggml_nbytes(t));
-                if (ggml_backend_tensor_alloc(buffer_, t, dst) != GGML_STATUS_SUCCESS) {
-                    throw Error(ErrorCode::io, file.path() + ": cannot place tensor '" + name + "'");
-                }
-            }
         } else {
-            // A discrete device: allocate its memory and copy the weights over once.
+            // A discrete device, or use_mmap off: the device's own memory, the weights copied in once.
+            // In the CPU's allocated memory, streaming a decode step runs ~10 % faster than through
+            // the file's page-cache pages (benchmarks/compare.py).
             ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device);
             size_t total = 0;
-            for (auto & [name, t] : tensors_) total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), ggml_backend_buft_get_alignment(buft));
+            for (auto & [name, t] : tensors_) {
+                if (t->buffer == nullptr) total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), ggml_backend_buft_get_alignment(buft));
+            }
             buffer_ = ggml_backend_buft_alloc_buffer(buft, total);
             if (buffer_ == nullptr) throw Error(ErrorCode::io, file.path() + ": out of device memory for weights");
             ggml_tallocr alloc = ggml_tallocr_new(buffer_);
             for (auto & [name, t] : tensors_) {
+                if (t->buffer != nullptr) continue;  // repacked
                 if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) throw Error(ErrorCode::io, file.path() + ": cannot allocate '" + name + "'");
                 ggml_backend_tensor_set(t, file.tensor_data(t), 0, ggml_nbytes(t));
+                release_mapped_pages(file.tensor_data(t), ggml_nbytes(t));
             }
         }
     } catch (...) {
         // A constructor that throws runs no destructor: give back what was allocated.
         if (buffer_ != nullptr) ggml_backend_buffer_free(buffer_);
         if (repacked_ != nullptr) ggml_backend_buffer_free(repacked_);
-        if (copy_ != nullptr) munmap(copy_, copy_size_);
         throw;
     }
     ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
@@ -223,7 +199,6 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
 Weights::~Weights() {
     if (buffer_ != nullptr) ggml_backend_buffer_free(buffer_);
     if (repacked_ != nullptr) ggml_backend_buffer_free(repacked_);
-    if (copy_ != nullptr) munmap(copy_, copy_size_);
 }
 
 ggml_tensor * Weights::get(const std::string & name) const {

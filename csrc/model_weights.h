@@ -36,8 +36,6 @@ class Weights {
     std::unordered_map<std::string, ggml_tensor *> tensors_;
     ggml_backend_buffer_t buffer_ = nullptr;
     ggml_backend_buffer_t repacked_ = nullptr;  // CPU only: matrices interleaved for ggml's GEMM kernels
-    void * copy_ = nullptr;                     // CPU without use_mmap: the weights' anonymous memory
-    size_t copy_size_ = 0;
     size_t size_bytes_ = 0;
 };
 
