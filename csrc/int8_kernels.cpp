@@ -238,17 +238,11 @@ struct alignas(64) Panel {
     float d[16], d2[16];
 };
 
-// Rows r0..r0+15 (zero past M) of block b into P, their unsigned values in order first.
-void q4_K_panel(const char * w, size_t w_stride, int64_t M, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
+// Rows r0..r0+n-1 of block b into P (rows past n stay as they are: zeros), their unsigned values in
+// order first.
+void q4_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int r = 0; r < kPanelRows; ++r) {
-        if (r0 + r >= M) {
-            std::memset(values[r], 0, 256);
-            for (int g = 0; g < 8; ++g) P.scale[g][r] = 0;
-            for (int p = 0; p < 4; ++p) P.m_pairs[p][r] = 0;
-            P.d[r] = P.d2[r] = 0.0f;
-            continue;
-        }
+    for (int r = 0; r < n; ++r) {
         const BlockQ4K & B = reinterpret_cast<const BlockQ4K *>(w + (r0 + r) * w_stride)[b];
         for (int c = 0; c < 4; ++c) {
             const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qs + 32 * c));
@@ -264,16 +258,9 @@ void q4_K_panel(const char * w, size_t w_stride, int64_t M, int64_t r0, int64_t 
     }
 }
 
-void q6_K_panel(const char * w, size_t w_stride, int64_t M, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
+void q6_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
     const Q6KValues unpack;
-    for (int r = 0; r < kPanelRows; ++r) {
-        if (r0 + r >= M) {
-            std::memset(values[r], 0, 256);
-            for (int g = 0; g < 16; ++g) P.scale[g][r] = 0;
-            for (int p = 0; p < 8; ++p) P.m_pairs[p][r] = 0;
-            P.d[r] = P.d2[r] = 0.0f;
-            continue;
-        }
+    for (int r = 0; r < n; ++r) {
         const BlockQ6K & B = reinterpret_cast<const BlockQ6K *>(w + (r0 + r) * w_stride)[b];
         __m512i v[4];
         unpack(B, v);
@@ -358,11 +345,16 @@ void product_tiles(const char * w, size_t w_stride, ggml_type type, int64_t K, i
     alignas(64) uint8_t values[kPanelRows][256];
     for (int64_t pi = ith; pi < n_panels; pi += nth) {
         const int64_t r0 = pi * kPanelRows;
+        const int n = static_cast<int>(std::min<int64_t>(kPanelRows, M - r0));
         for (int64_t b = 0; b < nb; ++b) {
-            (q4 ? q4_K_panel : q6_K_panel)(w, w_stride, M, r0, b, values, panels[b]);
+            if (n < kPanelRows) {  // the last panel: rows past M are zeros
+                std::memset(values, 0, sizeof values);
+                panels[b] = Panel{};
+            }
+            (q4 ? q4_K_panel : q6_K_panel)(w, w_stride, n, r0, b, values, panels[b]);
             transpose_quads(values, panels[b]);
         }
-        const __mmask16 rows = M - r0 >= kPanelRows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (M - r0)) - 1);
+        const __mmask16 rows = static_cast<__mmask16>((1u << n) - 1);
         const __m512 bias_v = bias ? _mm512_maskz_loadu_ps(rows, bias + r0) : _mm512_setzero_ps();
         for (int64_t c0 = 0; c0 < N; c0 += kTileCols) {
             const int nt = static_cast<int>(std::min<int64_t>(kTileCols, N - c0));
