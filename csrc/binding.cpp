@@ -10,6 +10,7 @@
 #include "int8_kernels.h"
 #include "model.h"
 #include "quantize.h"
+#include "resampler.h"
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
@@ -262,6 +263,15 @@ PYBIND11_MODULE(_core, m) {
         if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
         return position_ids(PatchGrid{px, py}, pos_side);
     }, py::arg("px"), py::arg("py"), py::arg("pos_side") = 70);
+    m.def("sincos_2d", [](int32_t px, int32_t py, int32_t embed) {
+        if (px < 1 || py < 1 || embed < 4 || embed % 4 != 0) {
+            throw Error(ErrorCode::invalid_argument, "sincos_2d needs positive sizes and an embed width divisible by 4");
+        }
+        const std::vector<float> pe = sincos_2d(PatchGrid{px, py}, embed);
+        py::array_t<float> a({static_cast<py::ssize_t>(px) * py, static_cast<py::ssize_t>(embed)});
+        std::copy(pe.begin(), pe.end(), a.mutable_data());
+        return a;
+    }, py::arg("px"), py::arg("py"), py::arg("embed"));
 
     m.def("quantize",
           [](const py::array & src, int src_type, int dst_type, int n_threads) {

@@ -74,19 +74,27 @@ ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, 
 }
 
 std::vector<float> sincos_2d(const PatchGrid & g, int32_t embed) {
-    // [emb(column), emb(row)], emb(p) = [sin(p·ω_k), cos(p·ω_k)] for k < embed/4, ω_k = 10000^(−k/(embed/4)).
+    // [emb(column), emb(row)], emb(p) = [sin(p·ω_k), cos(p·ω_k)] for k < embed/4, ω_k = 1 / 10000^(k/(embed/4)),
+    // in float32 as HF's numpy code computes it: ω_k, then the angle p·ω_k, each rounded to float32
+    // (the angle's rounding alone moves the values by up to 4e-6 from a double computation).
     const int32_t quarter = embed / 4;
-    std::vector<double> omega(quarter);
-    for (int32_t k = 0; k < quarter; ++k) omega[k] = std::pow(10000.0, -static_cast<double>(k) / quarter);
+    std::vector<float> omega(quarter);
+    for (int32_t k = 0; k < quarter; ++k) {
+        omega[k] = 1.0f / std::pow(10000.0f, static_cast<float>(k) / static_cast<float>(quarter));
+    }
+    auto sin_f32 = [](float angle) { return static_cast<float>(std::sin(static_cast<double>(angle))); };
+    auto cos_f32 = [](float angle) { return static_cast<float>(std::cos(static_cast<double>(angle))); };
     std::vector<float> out(static_cast<size_t>(g.n_patches()) * embed);
     for (int32_t h = 0; h < g.py; ++h) {
         for (int32_t x = 0; x < g.px; ++x) {
             float * e = out.data() + (static_cast<size_t>(h) * g.px + x) * embed;
             for (int32_t k = 0; k < quarter; ++k) {
-                e[k] = static_cast<float>(std::sin(x * omega[k]));
-                e[quarter + k] = static_cast<float>(std::cos(x * omega[k]));
-                e[2 * quarter + k] = static_cast<float>(std::sin(h * omega[k]));
-                e[3 * quarter + k] = static_cast<float>(std::cos(h * omega[k]));
+                const float angle_x = static_cast<float>(x) * omega[k];
+                const float angle_h = static_cast<float>(h) * omega[k];
+                e[k] = sin_f32(angle_x);
+                e[quarter + k] = cos_f32(angle_x);
+                e[2 * quarter + k] = sin_f32(angle_h);
+                e[3 * quarter + k] = cos_f32(angle_h);
             }
         }
     }

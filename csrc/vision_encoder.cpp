@@ -132,10 +132,14 @@ std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {
         }
         return v;
     };
+    // The boundaries' step 1/num_patches_per_side is a Python float (a double). The fractions' step is
+    // 1 / tgt_sizes[i], tgt_sizes an int32 tensor: torch's reciprocal in float32, widened to double
+    // when arange reads it (spec §4). The two steps put a few buckets apart (n = 25, 49, 50, 55, …).
     const std::vector<float> boundaries = arange_f32(1.0 / pos_side, 1.0, 1.0 / pos_side);
     auto buckets = [&](int32_t n) {
+        const float step = 1.0f / static_cast<float>(n);
         std::vector<int32_t> out;
-        for (float frac : arange_f32(0.0, 1.0 - 1e-6, 1.0 / n)) {
+        for (float frac : arange_f32(0.0, 1.0 - 1e-6, static_cast<double>(step))) {
             out.push_back(static_cast<int32_t>(std::upper_bound(boundaries.begin(), boundaries.end(), frac) - boundaries.begin()));
         }
         return out;

@@ -74,24 +74,37 @@ def load_hf_tokenizer(ckpt_dir: str | Path):
     return AutoTokenizer.from_pretrained(str(ckpt_dir))
 
 
-def navit_position_ids(rows: int, cols: int, side: int = 70) -> torch.Tensor:
-    """Position-table row of each patch of a rows×cols grid, row-major (spec §4), as MiniCPM-V's SigLIP
-    computes it: bucketize the fractions arange(0, 1 − 1e-6, 1/n) into side buckets, all float32.
+def navit_position_ids(tgt_size: torch.Tensor, side: int = 70) -> torch.Tensor:
+    """Position-table row of each patch of one slice, row-major (spec §4), as MiniCPM-V's
+    SiglipVisionEmbeddings computes it from ``tgt_sizes[i]``: one row of an **int32** tensor, so that
+    ``1 / nb_patches`` is a float32 tensor, the step arange reads.
 
-    Not what transformers' Idefics2VisionEmbeddings computes (checked with transformers 5.24): it forms
-    the fractions as arange(n) · float32(1/n), which rounds differently and gives other rows at some sizes
-    (n = 25, 49, 50, 55, 77, …), so the reference replaces those embeddings (NavitEmbeddings below).
+    Not what transformers' Idefics2VisionEmbeddings computes (it forms the fractions as
+    arange(n) · float32(1/n)), nor what a Python-int size gives (a float64 step): each puts some
+    buckets elsewhere (n = 25, 49, 50, 55, …).
     """
+    if tgt_size.dtype != torch.int32 or tgt_size.shape != (2,):
+        raise TypeError(f"tgt_size must be a row of an int32 tgt_sizes tensor, got {tgt_size.dtype} {tuple(tgt_size.shape)}")
+    nb_patches_h, nb_patches_w = tgt_size[0], tgt_size[1]
     boundaries = torch.arange(1 / side, 1.0, 1 / side)
-    row = torch.bucketize(torch.arange(0, 1 - 1e-6, 1 / rows), boundaries, right=True)
-    col = torch.bucketize(torch.arange(0, 1 - 1e-6, 1 / cols), boundaries, right=True)
-    return (row[:, None] * side + col[None, :]).flatten()
+    fractional_coords_h = torch.arange(0, 1 - 1e-6, 1 / nb_patches_h)
+    fractional_coords_w = torch.arange(0, 1 - 1e-6, 1 / nb_patches_w)
+    bucket_coords_h = torch.bucketize(fractional_coords_h, boundaries, right=True)
+    bucket_coords_w = torch.bucketize(fractional_coords_w, boundaries, right=True)
+    return (bucket_coords_h[:, None] * side + bucket_coords_w).flatten()
+
+
+def tgt_sizes_of(grids: list[tuple[int, int]]) -> torch.Tensor:
+    """HF's ``tgt_sizes`` for slices of (rows, cols) patches: stacked and cast to int32, as
+    MiniCPMV.get_vllm_embedding does."""
+    return torch.vstack([torch.tensor(g) for g in grids]).type(torch.int32)
 
 
 class NavitEmbeddings(torch.nn.Module):
-    """SigLIP-NaViT patch and position embeddings (spec §4 steps 2, 3), with the checkpoint's names.
+    """SigLIP-NaViT patch and position embeddings (spec §4 steps 2, 3), with the checkpoint's names,
+    taking ``tgt_sizes`` as MiniCPM-V's SiglipVisionEmbeddings does.
 
-    Stands in for Idefics2VisionEmbeddings (same call, same weights) for its position ids only.
+    Stands in for Idefics2VisionEmbeddings (same weights) for its position ids only.
     """
 
     def __init__(self, hidden: int, channels: int, patch: int, side: int):
@@ -100,34 +113,51 @@ class NavitEmbeddings(torch.nn.Module):
         self.patch_embedding = torch.nn.Conv2d(channels, hidden, kernel_size=patch, stride=patch)
         self.position_embedding = torch.nn.Embedding(side * side, hidden)
 
-    def forward(self, pixel_values: torch.Tensor, patch_attention_mask: torch.Tensor) -> torch.Tensor:
-        patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # [B, N, hidden], row-major
-        ids = torch.zeros(patches.shape[:2], dtype=torch.long)
-        for b, mask in enumerate(patch_attention_mask):  # [rows, cols] of real patches, top-left aligned
-            ids[b, mask.flatten()] = navit_position_ids(int(mask[:, 0].sum()), int(mask[0].sum()), self.side)
-        return patches + self.position_embedding(ids)
+    def forward(self, pixel_values, patch_attention_mask, tgt_sizes):
+        """pixel_values [B, 3, patch, L·patch] (patches side by side), mask [B, 1, L], tgt_sizes int32 [B, 2]."""
+        embeddings = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # [B, L, hidden]
+        position_ids = torch.zeros(embeddings.shape[:2], dtype=torch.long)
+        for b, mask in enumerate(patch_attention_mask):
+            position_ids[b][mask.view(-1)] = navit_position_ids(tgt_sizes[b], self.side)
+        return embeddings + self.position_embedding(position_ids)
 
 
-def sincos_2d_reference(embed: int, rows: int, cols: int) -> np.ndarray:
-    """The resampler's key positions for a rows×cols grid (spec §5), in float64, cast to float32 at the end.
+def vision_tower(vpm, pixel_values, patch_attention_mask, tgt_sizes) -> torch.Tensor:
+    """MiniCPM-V's SiglipVisionTransformer.forward on Idefics2's blocks: embeddings with tgt_sizes,
+    padded patches masked out of attention (no mask when none is padded), post-LayerNorm."""
+    from transformers.masking_utils import create_bidirectional_mask
 
-    Patch (h, w), row-major, gets [emb(w), emb(h)]; emb(p) = [sin(p·ω), cos(p·ω)], ω_k = 10000^(−k/(embed/4)).
+    hidden = vpm.embeddings(pixel_values, patch_attention_mask, tgt_sizes)
+    mask = patch_attention_mask.view(pixel_values.shape[0], -1)
+    mask = None if mask.all() else create_bidirectional_mask(config=vpm.config, inputs_embeds=hidden, attention_mask=mask)
+    return vpm.post_layernorm(vpm.encoder(inputs_embeds=hidden, attention_mask=mask).last_hidden_state)
+
+
+def sincos_2d_reference(embed: int, size) -> np.ndarray:
+    """The resampler's key position table [rows, cols, embed] (spec §5) as MiniCPM-V's
+    get_2d_sincos_pos_embed computes it: numpy float32 at every step. ``size`` is (rows, cols), where
+    the resampler passes its ``max_size`` (ints, or int32 tensors once grown).
+
+    Patch (h, w) gets [emb(w), emb(h)]; emb(p) = [sin(p·ω), cos(p·ω)], ω_k = 1 / 10000^(k/(embed/4)).
     """
-    quarter = embed // 4
-    omega = 10000.0 ** (-np.arange(quarter, dtype=np.float64) / quarter)
+    grid = np.stack(np.meshgrid(np.arange(size[1], dtype=np.float32), np.arange(size[0], dtype=np.float32)))
 
-    def emb(p: np.ndarray) -> np.ndarray:
-        angles = np.outer(p, omega)
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    def emb(width: int, pos: np.ndarray) -> np.ndarray:
+        omega = np.arange(width // 2, dtype=np.float32)
+        omega /= width / 2.0
+        omega = 1.0 / 10000**omega
+        out = np.einsum("hw,d->hwd", pos, omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=-1)
 
-    h, w = np.meshgrid(np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing="ij")
-    return np.concatenate([emb(w.ravel()), emb(h.ravel())], axis=1).astype(np.float32)
+    return np.concatenate([emb(embed // 2, grid[0]), emb(embed // 2, grid[1])], axis=-1)
 
 
 class Resampler(torch.nn.Module):
-    """MiniCPM-V 2.6's perceiver resampler for one slice (spec §5), with the checkpoint's parameter names."""
+    """MiniCPM-V 2.6's perceiver resampler (spec §5), with the checkpoint's parameter names, batched as
+    HF runs it: keys of padded patches masked, positions from a table cached at ``max_size`` (70×70)
+    and grown to the largest tgt_sizes seen."""
 
-    def __init__(self, queries: int, embed: int, kv_width: int, eps: float = 1e-6):
+    def __init__(self, queries: int, embed: int, kv_width: int, eps: float = 1e-6, max_size=(70, 70)):
         super().__init__()
         self.query = torch.nn.Parameter(torch.empty(queries, embed))
         self.kv_proj = torch.nn.Linear(kv_width, embed, bias=False)
@@ -137,15 +167,31 @@ class Resampler(torch.nn.Module):
         self.ln_kv = torch.nn.LayerNorm(embed, eps=eps)
         self.ln_post = torch.nn.LayerNorm(embed, eps=eps)
         self.proj = torch.nn.Parameter(torch.empty(embed, embed))  # [in, out]: applied as x @ proj
+        self.max_size = list(max_size)
+        self.pos_embed = torch.from_numpy(sincos_2d_reference(embed, self.max_size)).float()
 
-    def forward(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """x: [rows·cols, kv_width] vision features, row-major → [queries, embed]."""
-        kv = self.ln_kv(self.kv_proj(x))
-        pos = torch.from_numpy(sincos_2d_reference(kv.shape[1], rows, cols))
-        q = self.ln_q(self.query)
+    def adjust_pos_cache(self, tgt_sizes: torch.Tensor) -> None:
+        max_h, max_w = torch.max(tgt_sizes[:, 0]), torch.max(tgt_sizes[:, 1])
+        if max_h > self.max_size[0] or max_w > self.max_size[1]:
+            self.max_size = [max(max_h, self.max_size[0]), max(max_w, self.max_size[1])]
+            self.pos_embed = torch.from_numpy(sincos_2d_reference(self.proj.shape[0], self.max_size)).float()
+
+    def forward(self, x: torch.Tensor, tgt_sizes: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, kv_width] vision features (row-major patches, padded), tgt_sizes int32 [B, 2] → [B, queries, embed]."""
+        patch_len = tgt_sizes[:, 0] * tgt_sizes[:, 1]
+        self.adjust_pos_cache(tgt_sizes)
+        key_padding_mask = torch.zeros((x.shape[0], int(torch.max(patch_len))), dtype=torch.bool)
+        pos_embed = []
+        for i in range(x.shape[0]):
+            tgt_h, tgt_w = tgt_sizes[i]
+            pos_embed.append(self.pos_embed[:tgt_h, :tgt_w, :].reshape((tgt_h * tgt_w, -1)))
+            key_padding_mask[i, patch_len[i] :] = True
+        pos_embed = torch.nn.utils.rnn.pad_sequence(pos_embed, batch_first=True).permute(1, 0, 2)  # [L, B, D]
+        kv = self.ln_kv(self.kv_proj(x)).permute(1, 0, 2)  # [L, B, D]
+        q = self.ln_q(self.query)[:, None].repeat(1, x.shape[0], 1)  # [Q, B, D]
         # MultiheadAttention's default layout is [length, batch, embed]; the positions go to the keys only.
-        out = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)[0][:, 0]
-        return self.ln_post(out) @ self.proj
+        out = self.attn(q, kv + pos_embed, kv, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        return self.ln_post(out.permute(1, 0, 2)) @ self.proj
 
 
 def load_vision_reference(ckpt_dir: str | Path):
@@ -153,7 +199,7 @@ def load_vision_reference(ckpt_dir: str | Path):
 
     vpm is transformers' Idefics2VisionTransformer: the same maths and weight names as MiniCPM-V's
     SigLIP-NaViT (patch conv, learned position table, pre-norm blocks with tanh GELU, post-LayerNorm),
-    with NavitEmbeddings for MiniCPM-V's position ids.
+    with NavitEmbeddings for MiniCPM-V's position ids; run it through vision_tower().
     """
     from transformers.models.idefics2.configuration_idefics2 import Idefics2VisionConfig
     from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
@@ -181,22 +227,55 @@ def load_vision_reference(ckpt_dir: str | Path):
         vpm.encoder.layers = vpm.encoder.layers[:-1]
     vpm.load_state_dict(checkpoint_state_dict(ckpt_dir, VISION_PREFIX), strict=True, assign=True)
     resampler.load_state_dict(checkpoint_state_dict(ckpt_dir, RESAMPLER_PREFIX), strict=True, assign=True)
+    resampler.pos_embed = torch.from_numpy(sincos_2d_reference(config["hidden_size"], resampler.max_size)).float()
+    vpm.vision_batch_size = config.get("vision_batch_size", 16)
     return vpm.float().eval(), resampler.float().eval()
 
 
-def reference_slice_embeddings(vpm, resampler, slice_uint8_hwc: np.ndarray) -> np.ndarray:
-    """The 64 LLM embeddings of one slice (H×W×3 uint8, sides multiples of the patch): [queries, embed]."""
-    image = np.asarray(slice_uint8_hwc)
+def reshape_by_patch(image: torch.Tensor, patch: int) -> torch.Tensor:
+    """[3, H, W] → [3, patch, H·W/patch]: the patches side by side in row-major order, as HF's processor lays them."""
+    patches = torch.nn.functional.unfold(image, (patch, patch), stride=(patch, patch))
+    patches = patches.reshape(image.size(0), patch, patch, -1)
+    return patches.permute(0, 1, 3, 2).reshape(image.size(0), patch, -1)
+
+
+def reference_vision_embeddings(vpm, resampler, slices: list[np.ndarray]) -> list[np.ndarray]:
+    """The 64 LLM embeddings of each slice (H×W×3 uint8, sides multiples of the patch), as
+    MiniCPMV.get_vllm_embedding computes them for one request: every slice normalised in float32,
+    laid out by patch, padded to the longest, run in batches of ``vision_batch_size`` with padded
+    patches masked, then the resampler over all of them with the int32 ``tgt_sizes``."""
     patch = vpm.config.patch_size
-    height, width = image.shape[:2]
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or height % patch or width % patch:
-        raise ValueError(f"expected H×W×3 uint8 with sides multiples of {patch}, got {image.shape} {image.dtype}")
-    rows, cols = height // patch, width // patch
-    # Spec §4 step 1, in float32 as HF's to-tensor and normalise.
-    pixels = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.5
+    flat, grids = [], []
+    for image in slices:
+        image = np.asarray(image)
+        height, width = image.shape[:2]
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or height % patch or width % patch:
+            raise ValueError(f"expected H×W×3 uint8 with sides multiples of {patch}, got {image.shape} {image.dtype}")
+        # Spec §4 step 1 as HF's processor: astype(float32) / 255, then (x − 0.5) / 0.5 in float32.
+        pixels = (image.astype(np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)
+        by_patch = reshape_by_patch(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), patch)
+        flat.append(by_patch.flatten(end_dim=1).permute(1, 0))  # [L·patch, 3·patch]
+        grids.append((height // patch, width // patch))
+    tgt_sizes = tgt_sizes_of(grids)
+    max_patches = torch.max(tgt_sizes[:, 0] * tgt_sizes[:, 1])
+    pixel_values = torch.nn.utils.rnn.pad_sequence(flat, batch_first=True, padding_value=0.0)
+    B, L, _ = pixel_values.shape
+    pixel_values = pixel_values.permute(0, 2, 1).reshape(B, 3, -1, L)
+    patch_attn_mask = torch.zeros((B, 1, max_patches), dtype=torch.bool)
+    for i in range(B):
+        patch_attn_mask[i, 0, : tgt_sizes[i][0] * tgt_sizes[i][1]] = True
     with torch.no_grad():
-        features = vpm(pixels, patch_attention_mask=torch.ones(1, rows, cols, dtype=torch.bool)).last_hidden_state
-        return resampler(features[0], rows, cols).numpy()
+        step = vpm.vision_batch_size
+        hidden = torch.cat([
+            vision_tower(vpm, pixel_values[i : i + step], patch_attn_mask[i : i + step], tgt_sizes[i : i + step])
+            for i in range(0, B, step)
+        ])
+        return list(resampler(hidden, tgt_sizes).numpy())
+
+
+def reference_slice_embeddings(vpm, resampler, slice_uint8_hwc: np.ndarray) -> np.ndarray:
+    """The 64 LLM embeddings of one slice alone: [queries, embed]."""
+    return reference_vision_embeddings(vpm, resampler, [slice_uint8_hwc])[0]
 
 
 # ggml's gguf_type values (gguf.h) → ggml getter suffix or numpy dtype of array elements.

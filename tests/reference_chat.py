@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reference import reference_slice_embeddings
+from reference import reference_vision_embeddings
 from reference_slicing import reference_plan
 
 N_QUERY = 64
@@ -67,8 +67,9 @@ def reference_inputs_embeds(qwen2, vpm, resampler, tokenizer, ids, slices) -> to
     embeds = qwen2.get_input_embeddings()(torch.tensor([ids]))[0].detach().clone()
     bounds = [i + 1 for i, t in enumerate(ids) if t in starts]
     assert len(bounds) == len(slices)
-    for begin, piece in zip(bounds, slices):
-        embeds[begin : begin + N_QUERY] = torch.from_numpy(reference_slice_embeddings(vpm, resampler, np.asarray(piece)))
+    if slices:
+        for begin, out in zip(bounds, reference_vision_embeddings(vpm, resampler, [np.asarray(p) for p in slices])):
+            embeds[begin : begin + N_QUERY] = torch.from_numpy(out)
     return embeds[None]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import vision_tensors
@@ -24,6 +25,7 @@ from reference import (
     read_gguf,
     reference_slice_embeddings,
     sincos_2d_reference,
+    tgt_sizes_of,
 )
 from test_convert import checkpoint_variant, leftover_temp_files
 
@@ -146,7 +148,7 @@ def test_tensors(request, config, state, fixture, weight_type):
     for name, t in gguf.tensors.items():
         hf, how = spec[name]
         if how == "sincos":
-            want = sincos_2d_reference(embed, 70, 70)
+            want = sincos_2d_reference(embed, (70, 70)).reshape(70 * 70, embed)
         elif how == "transposed":
             want = state[hf].T
         elif how in ("q", "k", "v"):
@@ -156,8 +158,8 @@ def test_tensors(request, config, state, fixture, weight_type):
         assert t.ne == want.shape[::-1], name  # ne is the written (torch-order) shape reversed
         assert t.type == (GGML_F32 if len(t.ne) == 1 or name in ALWAYS_F32 else weight_type), name
         if how == "sincos":
-            # float32 numpy (converter) vs float64 (reference): ω rounding times positions up to 69.
-            np.testing.assert_allclose(t.data, want, rtol=0, atol=1e-5, err_msg=name)
+            # The same numpy float32 operations as HF's table: bit for bit.
+            np.testing.assert_array_equal(t.data, want, err_msg=name)
         elif t.type == GGML_F32:
             assert np.array_equal(t.data, want), name  # bf16 values, exactly
         else:
@@ -307,14 +309,16 @@ def test_reference_position_ids_follow_spec():
     """Spec §4: floor(70·i/n), one lower where float32 rounding lands on a boundary (n = 25, 49, 50, 55, …)."""
     lowered = set()
     for n in range(1, 129):
-        got = navit_position_ids(n, 1).numpy() // 70
+        got = navit_position_ids(tgt_sizes_of([(n, 1)])[0]).numpy() // 70
         nominal = np.array([70 * i // n for i in range(n)])
         assert set((nominal - got).tolist()) <= {0, 1}, n
         if (got != nominal).any():
             lowered.add(n)
     assert {25, 49, 50, 55} <= lowered
-    assert navit_position_ids(25, 1)[15] // 70 == 41  # floor(70·15/25) = 42
-    assert navit_position_ids(2, 3).tolist() == [0, 23, 46, 35 * 70, 35 * 70 + 23, 35 * 70 + 46]
+    assert navit_position_ids(tgt_sizes_of([(25, 1)])[0])[15] // 70 == 41  # floor(70·15/25) = 42
+    assert navit_position_ids(tgt_sizes_of([(2, 3)])[0]).tolist() == [0, 23, 46, 35 * 70, 35 * 70 + 23, 35 * 70 + 46]
+    with pytest.raises(TypeError, match="int32"):  # a Python int step is the slip spec §4 warns of
+        navit_position_ids(torch.tensor([25, 1]))
 
 
 @pytest.fixture(scope="module")
