@@ -5,8 +5,11 @@ Defaults come from the C++ parameter structs (``_core.default_*``), so each live
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
+import pathlib
 import queue
 import threading
 from typing import Iterator, Sequence
@@ -26,6 +29,9 @@ _SAMPLING = _shortest(_core.default_sampling_params())  # HF chat(sampling=True)
 _BEAMS = _shortest(_core.default_beam_search_params())  # HF chat(sampling=False)
 _SESSION = _core.default_session_params()
 _MAX_SLICE_NUMS = 9  # HF MiniCPMVImageProcessor's default
+# chat()'s keyword arguments past HF's named ones: its generation options, and ours.
+_CHAT_OPTIONS = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "num_beams", "length_penalty",
+                 "do_sample", "seed"}  # fmt: skip
 
 
 def _as_rgb(part, where: str):
@@ -52,30 +58,97 @@ def _as_rgb(part, where: str):
         if part.width < 1 or part.height < 1:
             raise _core.InvalidArgumentError(f"{where}: the image is empty ({part.width}x{part.height})")
         return np.asarray(part.convert("RGB"))
-    raise _core.InvalidArgumentError(f"{where}: content items must be str or images, got {type(part).__name__}")
+    raise _core.InvalidArgumentError(
+        f"{where}: content items must be str, images or {{'type': 'text' | 'image_url' | 'image', ...}} dicts, "
+        f"got {type(part).__name__}"
+    )
+
+
+def _image_from_url(url, where: str):
+    """An OpenAI ``image_url``: a ``data:image/...;base64,`` URL or a local path / ``file://`` URL.
+    Remote URLs are refused: the library never reaches the network on a message's behalf."""
+    if not isinstance(url, str):
+        raise _core.InvalidArgumentError(f"{where}: image_url must be a string or {{'url': str}}, got {type(url).__name__}")
+    if url.startswith("data:"):
+        header, comma, payload = url[5:].partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise _core.InvalidArgumentError(f"{where}: a data URL must be 'data:image/<type>;base64,<data>'")
+        media_type = header[: -len(";base64")]
+        if not media_type.startswith("image/"):
+            raise _core.InvalidArgumentError(f"{where}: the data URL holds {media_type or 'no media type'}, not an image")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error as exc:
+            raise _core.InvalidArgumentError(f"{where}: the data URL's base64 is broken ({exc})") from None
+        return _as_rgb(data, where)
+    if url.startswith(("http://", "https://")):
+        raise _core.UnsupportedError(
+            f"{where}: remote image URLs are not fetched; download the image, or pass it as a data: URL or a local path"
+        )
+    return _as_rgb(pathlib.Path(url[len("file://") :] if url.startswith("file://") else url), where)
+
+
+def _content_part(part, where: str):
+    """A text (str) or an image (HxWx3 uint8) from one item of a message's content list."""
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return _as_rgb(part, where)
+    kind = part.get("type")
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise _core.InvalidArgumentError(f"{where}: a text part needs a string 'text'")
+        return part["text"]
+    if kind == "image_url":
+        url = part.get("image_url")
+        return _image_from_url(url.get("url") if isinstance(url, dict) else url, where)
+    if kind == "image":  # transformers' chat-template form: the image itself, or a url / path
+        for key in ("image", "url", "path"):
+            if key in part:
+                return _as_rgb(part[key], where) if key == "image" else _image_from_url(os.fspath(part[key]), where)
+        raise _core.InvalidArgumentError(f"{where}: an image part needs 'image', 'url' or 'path'")
+    raise _core.InvalidArgumentError(f"{where}: unknown content part type {kind!r} (expected 'text', 'image_url' or 'image')")
 
 
 def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, list]]:
-    """HF chat()'s message checks (spec §7): user/assistant only, the first from the user, content a
-    string or a list of strings and images; a non-empty system_prompt becomes a system turn."""
+    """HF chat()'s message checks (spec §7): user/assistant turns, the first from the user, content a
+    string or a list of strings, images and OpenAI-style parts; a non-empty system_prompt, or an
+    OpenAI-style leading system message, becomes a system turn."""
     if isinstance(msgs, dict) or not isinstance(msgs, Sequence) or isinstance(msgs, (str, bytes)):
         raise _core.InvalidArgumentError("msgs must be a list of {'role': ..., 'content': ...} dicts")
+    if not isinstance(system_prompt, str):
+        raise _core.InvalidArgumentError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
+    if len(msgs) > 0 and isinstance(msgs[0], dict) and msgs[0].get("role") == "system":
+        if system_prompt:
+            raise _core.InvalidArgumentError("give the system prompt once: as system_prompt= or as msgs[0], not both")
+        system = msgs[0].get("content")
+        parts = [system] if isinstance(system, str) else system if isinstance(system, (list, tuple)) else None
+        texts = [_content_part(p, "msgs[0]") for p in parts] if parts is not None else []
+        if parts is None or not all(isinstance(t, str) for t in texts):
+            raise _core.InvalidArgumentError("msgs[0]: a system message's content must be text")
+        system_prompt, msgs, first = "\n".join(texts), msgs[1:], 1
+    else:
+        first = 0
     if len(msgs) == 0:
         raise _core.InvalidArgumentError("msgs is empty: give at least one user message")
     turns = []
-    for i, msg in enumerate(msgs):
+    for i, msg in enumerate(msgs, start=first):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise _core.InvalidArgumentError(f"msgs[{i}] must be a dict with 'role' and 'content'")
         role = msg["role"]
         if role not in ("user", "assistant"):
             raise _core.InvalidArgumentError(f"msgs[{i}]: unknown role {role!r} (expected 'user' or 'assistant')")
-        if i == 0 and role != "user":
-            raise _core.InvalidArgumentError("msgs[0]: the first message must come from the user")
+        if i == first and role != "user":
+            raise _core.InvalidArgumentError(f"msgs[{i}]: the first message must come from the user")
         content = msg["content"]
-        if i == 0 and image is not None and isinstance(content, str):
+        if i == first and image is not None and isinstance(content, str):
             content = [image, content]
-        parts = [content] if isinstance(content, str) else list(content)
-        turns.append((role, [p if isinstance(p, str) else _as_rgb(p, f"msgs[{i}] item {j}") for j, p in enumerate(parts)]))
+        if not isinstance(content, (str, list, tuple)):
+            raise _core.InvalidArgumentError(
+                f"msgs[{i}]: content must be a string or a list of parts, got {type(content).__name__}"
+            )
+        parts = [content] if isinstance(content, str) else content
+        turns.append((role, [_content_part(p, f"msgs[{i}] item {j}") for j, p in enumerate(parts)]))
     if system_prompt:
         turns.insert(0, ("system", [system_prompt]))
     return turns
@@ -167,55 +240,73 @@ class Model:
     # --- chat --------------------------------------------------------------------------------
     def chat(
         self,
-        msgs,
+        msgs=None,
         image=None,
-        sampling: bool = True,
-        stream: bool = False,
+        tokenizer=None,
+        processor=None,
+        vision_hidden_states=None,
         max_new_tokens: int = 2048,
+        min_new_tokens: int = 0,
+        sampling: bool = True,
+        max_inp_length: int | None = None,
         system_prompt: str = "",
-        temperature: float = _SAMPLING["temperature"],
-        top_p: float = _SAMPLING["top_p"],
-        top_k: int = _SAMPLING["top_k"],
-        min_p: float = _SAMPLING["min_p"],
-        repetition_penalty: float | None = None,
-        num_beams: int = _BEAMS["num_beams"],
-        length_penalty: float = _BEAMS["length_penalty"],
-        seed: int | None = None,
+        stream: bool = False,
         max_slice_nums: int | None = None,
         use_image_id: bool | None = None,
+        **kwargs,
     ) -> str | Iterator[str]:
-        """Answers the conversation ``msgs`` like HF ``model.chat(image=None, msgs=msgs, ...)``.
+        """Answers the conversation ``msgs`` like HF ``model.chat(image=None, msgs=msgs, tokenizer=tokenizer)``.
 
-        ``sampling=True`` samples (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05);
-        ``sampling=False`` is beam search (num_beams 3, repetition_penalty 1.2), and with
-        ``num_beams=1, repetition_penalty=1.0`` plain greedy decoding. ``stream=True`` returns a
-        generator of text pieces. Images (PIL images, HxWx3 uint8 arrays, encoded bytes or paths) go
-        in the content lists; ``max_slice_nums`` (default 9) and ``use_image_id`` (default True; False
-        for video frames) are HF's.
+        ``sampling=True`` samples (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05;
+        ``do_sample=False`` makes it greedy, as in HF); ``sampling=False`` is beam search (num_beams 3,
+        repetition_penalty 1.2), and with ``num_beams=1, repetition_penalty=1.0`` plain greedy
+        decoding. Keyword arguments: ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+        ``repetition_penalty``, ``num_beams``, ``length_penalty``, ``do_sample``, ``seed``; anything
+        else is refused by name. ``stream=True`` returns a generator of text pieces. ``tokenizer`` and
+        ``processor`` are accepted for HF call compatibility and not used (the GGUF file carries the
+        tokenizer). Content: strings, images (PIL images, HxWx3 uint8 arrays, encoded bytes, paths)
+        and OpenAI-style parts (``{"type": "text", "text": ...}``, ``{"type": "image_url",
+        "image_url": {"url": "data:image/png;base64,..."}}``). ``max_slice_nums`` (default 9) and
+        ``use_image_id`` (default True; False for video frames) are HF's. ``max_inp_length``: refuse
+        prompts longer than this many tokens (HF would cut them).
         """
+        del tokenizer, processor  # HF's chat() needs them; the GGUF file carries both
+        if msgs is None:
+            raise _core.InvalidArgumentError("chat() needs msgs: a list of {'role': ..., 'content': ...} dicts")
+        unknown = sorted(set(kwargs) - _CHAT_OPTIONS)
+        if unknown:
+            raise _core.InvalidArgumentError(
+                f"unknown chat() argument(s): {', '.join(unknown)} (known: {', '.join(sorted(_CHAT_OPTIONS))})"
+            )
+        if vision_hidden_states is not None:
+            raise _core.UnsupportedError("vision_hidden_states is not supported: pass the images in msgs")
+        if min_new_tokens != 0:
+            raise _core.UnsupportedError("min_new_tokens is not supported (only 0, HF's default)")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        if sampling:
-            penalty = _SAMPLING["repetition_penalty"] if repetition_penalty is None else repetition_penalty
-        else:
-            penalty = _BEAMS["repetition_penalty"] if repetition_penalty is None else repetition_penalty
-            if stream and num_beams > 1:
-                raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
+        options = {**(_SAMPLING if sampling else _BEAMS), **kwargs}
+        greedy = sampling and options.get("do_sample") is False  # HF: do_sample=False under sampling=True
+        num_beams = options.get("num_beams", _BEAMS["num_beams"])
+        if stream and not sampling and num_beams > 1:
+            raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
+        seed = kwargs.get("seed")
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         prompt = self._prompt(msgs, system_prompt, image, max_slice_nums, use_image_id)
+        if max_inp_length is not None and len(prompt) > max_inp_length:
+            raise _core.InvalidArgumentError(f"the prompt has {len(prompt)} tokens, more than max_inp_length={max_inp_length}")
         args = dict(
             prompt=prompt,
             max_new_tokens=max_new_tokens,
             beam_search=not sampling,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=penalty,
+            temperature=0.0 if greedy else options.get("temperature", _SAMPLING["temperature"]),
+            top_k=options.get("top_k", _SAMPLING["top_k"]),
+            top_p=options.get("top_p", _SAMPLING["top_p"]),
+            min_p=options.get("min_p", _SAMPLING["min_p"]),
+            repetition_penalty=options["repetition_penalty"],
             seed=seed,
             num_beams=num_beams,
-            length_penalty=length_penalty,
+            length_penalty=options.get("length_penalty", _BEAMS["length_penalty"]),
         )
         if not stream:
             with self._lock:
