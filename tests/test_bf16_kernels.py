@@ -1,4 +1,4 @@
-"""The bfloat16 kernels (csrc/bf16_kernels.h) on prompt batches over quantized LLM weights.
+"""The bfloat16 kernels (csrc/kernels/bf16_kernels.h) on prompt batches over quantized LLM weights.
 
 A batch of at least 16 positions over quantized matrices the int8 kernels do not take (here Q8_0, or
 q4_K in ggml's CPU_REPACK layout) runs its matrix products and attention in bf16 with f32 sums

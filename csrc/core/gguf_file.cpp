@@ -1,0 +1,161 @@
+#include "core/gguf_file.h"
+
+#include "core/error.h"
+
+#include <ggml.h>
+#include <gguf.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace minicpmv {
+
+namespace {
+
+[[noreturn]] void bad_format(const std::string & path, const std::string & what) {
+    throw Error(ErrorCode::bad_format, path + ": " + what);
+}
+
+}  // namespace
+
+GgufFile::GgufFile(const std::string & path) : path_(path) {
+    int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) {
+        throw Error(ErrorCode::io, "cannot open '" + path + "': " + std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw Error(ErrorCode::io, "'" + path + "' is not a regular file");
+    }
+    map_size_ = static_cast<size_t>(st.st_size);
+    char magic[4] = {};
+    if (map_size_ < 4 || ::pread(fd, magic, 4, 0) != 4 || std::memcmp(magic, "GGUF", 4) != 0) {
+        ::close(fd);
+        bad_format(path, "not a GGUF file (bad magic)");
+    }
+    map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (map_ == MAP_FAILED) {
+        map_ = nullptr;
+        throw Error(ErrorCode::io, "cannot map '" + path + "': " + std::strerror(errno));
+    }
+
+    // Parse the header from the mapping; gguf.h returns null (it does not abort) on malformed input.
+    gguf_init_params params{/*no_alloc =*/true, /*ctx =*/&meta_};
+    gguf_ = gguf_init_from_buffer(map_, map_size_, params);
+    if (gguf_ == nullptr) {
+        release();
+        bad_format(path, "malformed or truncated GGUF header");
+    }
+    data_offset_ = gguf_get_data_offset(gguf_);
+    for (int64_t i = 0; i < gguf_get_n_tensors(gguf_); ++i) {
+        const size_t end = data_offset_ + gguf_get_tensor_offset(gguf_, i) + gguf_get_tensor_size(gguf_, i);
+        if (end > map_size_) {
+            const std::string name = gguf_get_tensor_name(gguf_, i);
+            release();
+            bad_format(path, "truncated: tensor '" + name + "' ends at byte " + std::to_string(end) +
+                                 " but the file has " + std::to_string(map_size_) + " bytes");
+        }
+    }
+}
+
+GgufFile::~GgufFile() { release(); }
+
+void GgufFile::release() {
+    if (gguf_ != nullptr) gguf_free(gguf_);
+    if (meta_ != nullptr) ggml_free(meta_);
+    if (map_ != nullptr) ::munmap(map_, map_size_);
+    gguf_ = nullptr;
+    meta_ = nullptr;
+    map_ = nullptr;
+}
+
+bool GgufFile::has(const char * key) const { return gguf_find_key(gguf_, key) >= 0; }
+
+namespace {
+
+int64_t find_typed(const gguf_context * g, const std::string & path, const char * key,
+                   std::initializer_list<gguf_type> allowed) {
+    const int64_t id = gguf_find_key(g, key);
+    if (id < 0) bad_format(path, std::string("missing key '") + key + "'");
+    const gguf_type t = gguf_get_kv_type(g, id);
+    for (gguf_type a : allowed) {
+        if (t == a) return id;
+    }
+    bad_format(path, std::string("key '") + key + "' has type " + gguf_type_name(t));
+}
+
+}  // namespace
+
+std::string GgufFile::get_string(const char * key) const {
+    return gguf_get_val_str(gguf_, find_typed(gguf_, path_, key, {GGUF_TYPE_STRING}));
+}
+
+uint32_t GgufFile::get_u32(const char * key) const {
+    const int64_t id = find_typed(gguf_, path_, key,
+                                  {GGUF_TYPE_UINT32, GGUF_TYPE_INT32, GGUF_TYPE_UINT64, GGUF_TYPE_INT64,
+                                   GGUF_TYPE_UINT16, GGUF_TYPE_INT16, GGUF_TYPE_UINT8, GGUF_TYPE_INT8});
+    int64_t v = 0;
+    switch (gguf_get_kv_type(gguf_, id)) {
+        case GGUF_TYPE_UINT32: v = gguf_get_val_u32(gguf_, id); break;
+        case GGUF_TYPE_INT32: v = gguf_get_val_i32(gguf_, id); break;
+        case GGUF_TYPE_UINT64: v = static_cast<int64_t>(std::min<uint64_t>(gguf_get_val_u64(gguf_, id), INT64_MAX)); break;
+        case GGUF_TYPE_INT64: v = gguf_get_val_i64(gguf_, id); break;
+        case GGUF_TYPE_UINT16: v = gguf_get_val_u16(gguf_, id); break;
+        case GGUF_TYPE_INT16: v = gguf_get_val_i16(gguf_, id); break;
+        case GGUF_TYPE_UINT8: v = gguf_get_val_u8(gguf_, id); break;
+        default: v = gguf_get_val_i8(gguf_, id); break;
+    }
+    if (v < 0 || v > UINT32_MAX) bad_format(path_, std::string("key '") + key + "' is out of range: " + std::to_string(v));
+    return static_cast<uint32_t>(v);
+}
+
+float GgufFile::get_f32(const char * key) const {
+    const int64_t id = find_typed(gguf_, path_, key, {GGUF_TYPE_FLOAT32, GGUF_TYPE_FLOAT64});
+    return gguf_get_kv_type(gguf_, id) == GGUF_TYPE_FLOAT32 ? gguf_get_val_f32(gguf_, id)
+                                                           : static_cast<float>(gguf_get_val_f64(gguf_, id));
+}
+
+bool GgufFile::get_bool(const char * key, bool fallback) const {
+    if (!has(key)) return fallback;
+    return gguf_get_val_bool(gguf_, find_typed(gguf_, path_, key, {GGUF_TYPE_BOOL}));
+}
+
+std::vector<std::string> GgufFile::get_strings(const char * key) const {
+    const int64_t id = find_typed(gguf_, path_, key, {GGUF_TYPE_ARRAY});
+    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING) bad_format(path_, std::string("key '") + key + "' is not a string array");
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    std::vector<std::string> out;
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(gguf_, id, i));
+    return out;
+}
+
+std::vector<int32_t> GgufFile::get_i32s(const char * key) const {
+    const int64_t id = find_typed(gguf_, path_, key, {GGUF_TYPE_ARRAY});
+    const gguf_type t = gguf_get_arr_type(gguf_, id);
+    if (t != GGUF_TYPE_INT32 && t != GGUF_TYPE_UINT32) bad_format(path_, std::string("key '") + key + "' is not an int32 array");
+    const auto * data = static_cast<const int32_t *>(gguf_get_arr_data(gguf_, id));
+    return std::vector<int32_t>(data, data + gguf_get_arr_n(gguf_, id));
+}
+
+ggml_tensor * GgufFile::tensor(const char * name) const { return ggml_get_tensor(meta_, name); }
+
+std::vector<ggml_tensor *> GgufFile::tensors() const {
+    std::vector<ggml_tensor *> out;
+    for (ggml_tensor * t = ggml_get_first_tensor(meta_); t != nullptr; t = ggml_get_next_tensor(meta_, t)) out.push_back(t);
+    return out;
+}
+
+const void * GgufFile::tensor_data(const ggml_tensor * t) const {
+    const int64_t id = gguf_find_tensor(gguf_, ggml_get_name(t));
+    return static_cast<const uint8_t *>(map_) + data_offset_ + gguf_get_tensor_offset(gguf_, id);
+}
+
+}  // namespace minicpmv

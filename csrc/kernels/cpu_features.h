@@ -1,0 +1,33 @@
+// What the CPU running the process can do, read once, and the compiler region that builds a kernel
+// file for one instruction set whatever the build flags: one build serves every x86 CPU, each kernel
+// runs only after its check.
+#pragma once
+
+// The kernels are x86 intrinsics built with GCC or Clang; elsewhere the graphs use ggml's operations.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MINICPMV_X86_KERNELS 1
+#else
+#define MINICPMV_X86_KERNELS 0
+#endif
+
+namespace minicpmv {
+
+// AVX-512 with the bf16 dot product (vdpbf16ps): the bf16 kernels.
+bool cpu_has_avx512_bf16();
+// AVX-512 with the int8 dot product (vpdpbusd): the int8 kernels.
+bool cpu_has_avx512_vnni();
+
+}  // namespace minicpmv
+
+#define MINICPMV_PRAGMA(x) _Pragma(#x)
+// Everything between MINICPMV_TARGET_BEGIN("avx512f,...") and MINICPMV_TARGET_END() (lambdas
+// included, hence a region rather than per-function attributes) is compiled for those features.
+#if defined(__clang__)
+#define MINICPMV_TARGET_BEGIN(features) \
+    MINICPMV_PRAGMA(clang attribute push(__attribute__((target(features))), apply_to = function))
+#define MINICPMV_TARGET_END() MINICPMV_PRAGMA(clang attribute pop)
+#else
+#define MINICPMV_TARGET_BEGIN(features) MINICPMV_PRAGMA(GCC push_options) MINICPMV_PRAGMA(GCC target(features))
+#define MINICPMV_TARGET_END() MINICPMV_PRAGMA(GCC pop_options)
+#endif

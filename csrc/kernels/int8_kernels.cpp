@@ -1,0 +1,474 @@
+#include "kernels/int8_kernels.h"
+
+#include "core/cpu_weights.h"
+#include "kernels/cpu_features.h"
+#include "kernels/kquant_blocks.h"
+
+#include <ggml.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+namespace minicpmv {
+
+#if MINICPMV_X86_KERNELS
+
+namespace {
+
+constexpr int64_t kBlock = 256;
+// Weights are prefetched this many bytes ahead of use: the hardware prefetchers stop at 4 KiB page
+// boundaries, and a mapped file is in 4 KiB pages. Measured on the full model's decode step: ~5 %
+// faster over the mapping (noisy; 2-4 KiB best), no change over huge-page memory.
+constexpr int kPrefetchAhead = 3072;
+// Activation rows taken together per pass over the weights (their accumulators stay in registers).
+constexpr int kMaxCols = 4;
+
+// 256 activations rounded to 8 bits, as int8_rows writes them: 576 bytes, so consecutive blocks keep
+// the alignment of the row.
+struct ActBlock {
+    float d;            // value = d·q
+    int16_t sum16[16];  // Σ q over each group of 16 (q6_K's scale groups)
+    int16_t sum32[8];   // Σ q over each 32 (q4_K's sub-blocks)
+    uint8_t pad[12];
+    int8_t q[256];   // in order (q6_K's layout)
+    int8_t q4[256];  // in q4_K's nibble order: sub-blocks 0,2 | 1,3 | 4,6 | 5,7 (kquant_blocks.h)
+};
+static_assert(sizeof(ActBlock) == 576, "ActBlock is 9 cache lines");
+}  // namespace
+
+// Compiled for AVX-512 VNNI whatever the build flags; run only after cpu_has_avx512_vnni().
+MINICPMV_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")
+
+namespace {
+
+// ggml's q8_K rounding (quantize_row_q8_K): scale 127 / max|x|, round half to even; a zero block stays 0.
+void quantize_block(const float * x, ActBlock & a) {
+    __m512 v[16];
+    __m512 amax = _mm512_setzero_ps();
+    for (int i = 0; i < 16; ++i) {
+        v[i] = _mm512_loadu_ps(x + 16 * i);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v[i]));
+    }
+    const float max = _mm512_reduce_max_ps(amax);
+    std::memset(&a, 0, sizeof a);
+    if (max == 0.0f) return;
+    const float iscale = 127.0f / max;
+    a.d = 1.0f / iscale;
+    const __m512 s = _mm512_set1_ps(iscale);
+    for (int i = 0; i < 16; ++i) {
+        const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[i], s));  // MXCSR: nearest, ties to even
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(a.q + 16 * i), _mm512_cvtsepi32_epi8(q));
+        a.sum16[i] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    for (int j = 0; j < 8; ++j) a.sum32[j] = static_cast<int16_t>(a.sum16[2 * j] + a.sum16[2 * j + 1]);
+    // The order of q4_K's nibbles: each 64 bytes of qs carry sub-blocks 2c, 2c+2 (low) and 2c+1, 2c+3 (high).
+    static constexpr int kFrom[8] = {0, 64, 32, 96, 128, 192, 160, 224};
+    for (int p = 0; p < 8; ++p) std::memcpy(a.q4 + 32 * p, a.q + kFrom[p], 32);
+}
+
+// Word w of 128-bit lane L gets byte (L < 2 ? first : second) of a 16-byte vector, zero-extended.
+__m512i word_broadcast_control(int first, int second) {
+    alignas(64) int8_t c[64];
+    for (int i = 0; i < 64; ++i) c[i] = i % 2 ? static_cast<int8_t>(0x80) : static_cast<int8_t>(i < 32 ? first : second);
+    return _mm512_load_si512(c);
+}
+
+// The cache lines of a block of `bytes`, kPrefetchAhead further on.
+template <size_t bytes>
+void prefetch_ahead(const void * block) {
+    const char * p = static_cast<const char *>(block) + kPrefetchAhead;
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
+float hsum(__m128 v) {
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+}
+
+// Rows [r0, r1) of a q4_K matrix times NC activation rows. Per block: 64 bytes of qs hold chunks c, c+1,
+// so their low nibbles are sub-blocks 2c, 2c+2 and their high nibbles 2c+1, 2c+3; maddubs multiplies
+// them with the activations in that order (ActBlock::q4) into pair sums, madd/dpwssd weighs the pairs
+// by their sub-block's scale. The mins come off per block through the activations' sums of 32.
+template <int NC>
+void q4_K_rows(const char * w, size_t w_stride, int64_t nb, int64_t r0, int64_t r1, const ActBlock * const * a, float * const * y,
+               const float * bias) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i ctl0 = word_broadcast_control(0, 2), ctl1 = word_broadcast_control(1, 3);
+    const __m512i ctl2 = word_broadcast_control(4, 6), ctl3 = word_broadcast_control(5, 7);
+    for (int64_t r = r0; r < r1; ++r) {
+        const auto * row = reinterpret_cast<const BlockQ4K *>(w + r * w_stride);
+        __m512 acc[NC];
+        __m128 acc_min[NC];
+        for (int c = 0; c < NC; ++c) {
+            acc[c] = _mm512_setzero_ps();
+            acc_min[c] = _mm_setzero_ps();
+        }
+        for (int64_t b = 0; b < nb; ++b) {
+            const BlockQ4K & B = row[b];
+            prefetch_ahead<sizeof B>(&B);
+            alignas(16) uint8_t sm[16];
+            q4_K_scales_mins(B.scales, sm);
+            const __m128i sm_v = _mm_load_si128(reinterpret_cast<const __m128i *>(sm));
+            const __m512i sm_all = _mm512_broadcast_i32x4(sm_v);
+            const __m512i s0 = _mm512_shuffle_epi8(sm_all, ctl0), s1 = _mm512_shuffle_epi8(sm_all, ctl1);
+            const __m512i s2 = _mm512_shuffle_epi8(sm_all, ctl2), s3 = _mm512_shuffle_epi8(sm_all, ctl3);
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm_v, 8));
+            const __m512i w0 = _mm512_loadu_si512(B.qs), w1 = _mm512_loadu_si512(B.qs + 64);
+            const __m512i l0 = _mm512_and_si512(w0, low4), h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), low4);
+            const __m512i l1 = _mm512_and_si512(w1, low4), h1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), low4);
+            const float d = _cvtsh_ss(B.d), dmin = _cvtsh_ss(B.dmin);
+            for (int c = 0; c < NC; ++c) {
+                const ActBlock & A = a[c][b];
+                __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(l0, _mm512_loadu_si512(A.q4)), s0);
+                p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(h0, _mm512_loadu_si512(A.q4 + 64)), s1);
+                p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(l1, _mm512_loadu_si512(A.q4 + 128)), s2);
+                p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(h1, _mm512_loadu_si512(A.q4 + 192)), s3);
+                acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * A.d), acc[c]);
+                const __m128i m = _mm_madd_epi16(mins, _mm_loadu_si128(reinterpret_cast<const __m128i *>(A.sum32)));
+                acc_min[c] = _mm_fmadd_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(dmin * A.d), acc_min[c]);
+            }
+        }
+        for (int c = 0; c < NC; ++c) y[c][r] = _mm512_reduce_add_ps(acc[c]) - hsum(acc_min[c]) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+// 32 words: `first` in the low 256 bits, `second` in the high.
+__m512i words_by_half(int16_t first, int16_t second) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
+}
+
+// Word indices picking, per 128-bit lane L, word `base + L` of the scales (each lane: 16 values).
+__m512i scale_lanes(int base) {
+    alignas(64) int16_t idx[32];
+    for (int i = 0; i < 32; ++i) idx[i] = static_cast<int16_t>(base + i / 8);
+    return _mm512_load_si512(idx);
+}
+
+// The 256 unsigned 6-bit values (q + 32) of a q6_K block, in order, 64 per vector. Per half of 128:
+// ql's 64 bytes give values 0-63 (low nibbles) and 64-127 (high nibbles) in order; qh's 32 bytes,
+// repeated in both 256-bit halves and shifted per half, put each value's top 2 bits at 0x30.
+struct Q6KValues {
+    __m512i low4, top2, shl, shr;
+
+    // Written out: GCC compiles an implicit constructor without the target pragma.
+    Q6KValues()
+        : low4(_mm512_set1_epi8(0x0F)), top2(_mm512_set1_epi8(0x30)), shl(words_by_half(4, 2)), shr(words_by_half(0, 2)) {}
+
+    void operator()(const BlockQ6K & B, __m512i v[4]) const {
+        constexpr int kAndOr = 0xEA;  // ternary logic (A & B) | C
+        for (int h = 0; h < 2; ++h) {
+            const __m512i ql = _mm512_loadu_si512(B.ql + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qh + 32 * h)));
+            v[2 * h] = _mm512_ternarylogic_epi32(_mm512_sllv_epi16(qh, shl), top2, _mm512_and_si512(ql, low4), kAndOr);
+            v[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(qh, shr), top2, _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), kAndOr);
+        }
+    }
+};
+
+// Rows [r0, r1) of a q6_K matrix times NC activation rows. maddubs takes the unsigned values with the
+// activations in order (ActBlock::q) into pair sums, madd/dpwssd weighs each 128-bit lane (a group of
+// 16) by its scale; q − 32 is restored per block through the activations' sums of 16.
+template <int NC>
+void q6_K_rows(const char * w, size_t w_stride, int64_t nb, int64_t r0, int64_t r1, const ActBlock * const * a, float * const * y,
+               const float * bias) {
+    const Q6KValues values;
+    const __m512i idx[4] = {scale_lanes(0), scale_lanes(4), scale_lanes(8), scale_lanes(12)};
+    for (int64_t r = r0; r < r1; ++r) {
+        const auto * row = reinterpret_cast<const BlockQ6K *>(w + r * w_stride);
+        __m512 acc[NC];
+        for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            const BlockQ6K & B = row[b];
+            prefetch_ahead<sizeof B>(&B);
+            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(B.scales)));
+            const __m512i sc = _mm512_castsi256_si512(sc16);
+            __m512i q[4], s[4];
+            values(B, q);
+            for (int i = 0; i < 4; ++i) s[i] = _mm512_permutexvar_epi16(idx[i], sc);
+            const float d = _cvtsh_ss(B.d);
+            for (int c = 0; c < NC; ++c) {
+                const ActBlock & A = a[c][b];
+                __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(q[0], _mm512_loadu_si512(A.q)), s[0]);
+                for (int i = 1; i < 4; ++i) p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q[i], _mm512_loadu_si512(A.q + 64 * i)), s[i]);
+                const __m256i offset = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(A.sum16)));
+                p = _mm512_sub_epi32(p, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_slli_epi32(offset, 5), 0));
+                acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * A.d), acc[c]);
+            }
+        }
+        for (int c = 0; c < NC; ++c) y[c][r] = _mm512_reduce_add_ps(acc[c]) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+// --- many activation rows (prompts): 16 weight rows × kTileCols activation rows per tile --------------
+
+constexpr int kPanelRows = 16;
+constexpr int kTileCols = 6;
+// From this many activation rows a product unpacks its weights once into panels (product_tiles)
+// instead of reading the blocks once per kMaxCols rows (product_rows).
+constexpr int64_t kMinTileRows = 8;
+
+// One 256-column block of 16 weight rows, unpacked for vpdpbusd: value = d·Σ_g scale_g·(u·a over group
+// g) − d2·Σ_g' m_g'·(Σ a over group g'), u the unsigned values. q4_K: groups of 32, m = the mins,
+// d2 = dmin. q6_K: groups of 16, m = the scales, d2 = 32·d (u = q + 32).
+struct alignas(64) Panel {
+    uint8_t u[64][64];       // [quad of columns][row·4 + i]: one vector per 4 columns
+    int32_t scale[16][16];   // [group][row]
+    uint32_t m_pairs[8][16]; // [pair of groups][row]: two s16 (m of groups 2p, 2p+1)
+    float d[16], d2[16];
+};
+
+// Rows r0..r0+n-1 of block b into P (rows past n stay as they are: zeros), their unsigned values in
+// order first.
+void q4_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < n; ++r) {
+        const BlockQ4K & B = reinterpret_cast<const BlockQ4K *>(w + (r0 + r) * w_stride)[b];
+        for (int c = 0; c < 4; ++c) {
+            const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qs + 32 * c));
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(values[r] + 64 * c), _mm256_and_si256(x, low4));
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(values[r] + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
+        }
+        uint8_t sm[16];
+        q4_K_scales_mins(B.scales, sm);
+        for (int g = 0; g < 8; ++g) P.scale[g][r] = sm[g];
+        for (int p = 0; p < 4; ++p) P.m_pairs[p][r] = sm[8 + 2 * p] | static_cast<uint32_t>(sm[9 + 2 * p]) << 16;
+        P.d[r] = _cvtsh_ss(B.d);
+        P.d2[r] = _cvtsh_ss(B.dmin);
+    }
+}
+
+void q6_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, uint8_t (*values)[256], Panel & P) {
+    const Q6KValues unpack;
+    for (int r = 0; r < n; ++r) {
+        const BlockQ6K & B = reinterpret_cast<const BlockQ6K *>(w + (r0 + r) * w_stride)[b];
+        __m512i v[4];
+        unpack(B, v);
+        for (int i = 0; i < 4; ++i) _mm512_storeu_si512(values[r] + 64 * i, v[i]);
+        for (int g = 0; g < 16; ++g) P.scale[g][r] = B.scales[g];
+        for (int p = 0; p < 8; ++p) P.m_pairs[p][r] = static_cast<uint16_t>(B.scales[2 * p]) | static_cast<uint32_t>(static_cast<uint16_t>(B.scales[2 * p + 1])) << 16;
+        P.d[r] = _cvtsh_ss(B.d);
+        P.d2[r] = 32.0f * P.d[r];
+    }
+}
+
+// values [16 rows][256] → P.u [64 quads][16 rows × 4 bytes].
+void transpose_quads(const uint8_t (*values)[256], Panel & P) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(256));
+    for (int q = 0; q < 64; ++q) {
+        _mm512_store_si512(P.u[q], _mm512_i32gather_epi32(rows, values[0] + 4 * q, 1));
+    }
+}
+
+int32_t load_i32(const void * p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// One tile: the panel's 16 rows × NT activation rows over all nb blocks into acc (a row per lane).
+// GQ quads per group (8: q4_K, 4: q6_K); the activations' group sums sit at `sums` bytes into their
+// ActBlock (sum32 or sum16).
+template <int NT, int GQ>
+void panel_tile(const Panel * panels, int64_t nb, const ActBlock * const * a, size_t sums, __m512 * acc) {
+    constexpr int kGroups = 64 / GQ;
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const Panel & P = panels[b];
+        __m512i blk[NT], mn[NT];
+        for (int t = 0; t < NT; ++t) blk[t] = mn[t] = _mm512_setzero_si512();
+        for (int g = 0; g < kGroups; ++g) {
+            __m512i sum[NT];
+            for (int t = 0; t < NT; ++t) sum[t] = _mm512_setzero_si512();
+            for (int j = 0; j < GQ; ++j) {
+                const int q = g * GQ + j;
+                const __m512i u = _mm512_load_si512(P.u[q]);
+                for (int t = 0; t < NT; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], u, _mm512_set1_epi32(load_i32(a[t][b].q + 4 * q)));
+            }
+            const __m512i sc = _mm512_load_si512(P.scale[g]);
+            for (int t = 0; t < NT; ++t) blk[t] = _mm512_add_epi32(blk[t], _mm512_mullo_epi32(sum[t], sc));
+        }
+        for (int p = 0; p < kGroups / 2; ++p) {
+            const __m512i m = _mm512_load_si512(P.m_pairs[p]);
+            for (int t = 0; t < NT; ++t) {
+                mn[t] = _mm512_dpwssd_epi32(mn[t], m, _mm512_set1_epi32(load_i32(reinterpret_cast<const char *>(&a[t][b]) + sums + 4 * p)));
+            }
+        }
+        const __m512 d = _mm512_load_ps(P.d), d2 = _mm512_load_ps(P.d2);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(blk[t]), d, _mm512_mul_ps(_mm512_cvtepi32_ps(mn[t]), d2));
+            acc[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(a[t][b].d), acc[t]);
+        }
+    }
+}
+
+template <int GQ>
+void panel_tile_n(int nt, const Panel * panels, int64_t nb, const ActBlock * const * a, size_t sums, __m512 * acc) {
+    switch (nt) {
+        case 1: return panel_tile<1, GQ>(panels, nb, a, sums, acc);
+        case 2: return panel_tile<2, GQ>(panels, nb, a, sums, acc);
+        case 3: return panel_tile<3, GQ>(panels, nb, a, sums, acc);
+        case 4: return panel_tile<4, GQ>(panels, nb, a, sums, acc);
+        case 5: return panel_tile<5, GQ>(panels, nb, a, sums, acc);
+        default: return panel_tile<kTileCols, GQ>(panels, nb, a, sums, acc);
+    }
+}
+
+// Panels of 16 weight rows dealt round-robin to the threads; each thread unpacks its panel once (all
+// blocks, ~5.6 KiB each: in L2) and runs every tile of activation rows over it.
+void product_tiles(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
+                   char * y, size_t y_stride, const float * bias, int ith, int nth) {
+    const int64_t nb = K / kBlock, n_panels = (M + kPanelRows - 1) / kPanelRows;
+    const bool q4 = type == GGML_TYPE_Q4_K;
+    thread_local std::vector<Panel> panels;
+    panels.resize(nb);
+    alignas(64) uint8_t values[kPanelRows][256];
+    for (int64_t pi = ith; pi < n_panels; pi += nth) {
+        const int64_t r0 = pi * kPanelRows;
+        const int n = static_cast<int>(std::min<int64_t>(kPanelRows, M - r0));
+        for (int64_t b = 0; b < nb; ++b) {
+            if (n < kPanelRows) {  // the last panel: rows past M are zeros
+                std::memset(values, 0, sizeof values);
+                panels[b] = Panel{};
+            }
+            (q4 ? q4_K_panel : q6_K_panel)(w, w_stride, n, r0, b, values, panels[b]);
+            transpose_quads(values, panels[b]);
+        }
+        const __mmask16 rows = static_cast<__mmask16>((1u << n) - 1);
+        const __m512 bias_v = bias ? _mm512_maskz_loadu_ps(rows, bias + r0) : _mm512_setzero_ps();
+        for (int64_t c0 = 0; c0 < N; c0 += kTileCols) {
+            const int nt = static_cast<int>(std::min<int64_t>(kTileCols, N - c0));
+            const ActBlock * a[kTileCols];
+            for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const ActBlock *>(xq + (c0 + t) * xq_stride);
+            __m512 acc[kTileCols];
+            if (q4) {
+                panel_tile_n<8>(nt, panels.data(), nb, a, offsetof(ActBlock, sum32), acc);
+            } else {
+                panel_tile_n<4>(nt, panels.data(), nb, a, offsetof(ActBlock, sum16), acc);
+            }
+            for (int t = 0; t < nt; ++t) {
+                _mm512_mask_storeu_ps(reinterpret_cast<float *>(y + (c0 + t) * y_stride) + r0, rows, _mm512_add_ps(acc[t], bias_v));
+            }
+        }
+    }
+}
+
+// Rows [r0, r1) of w times the N activation rows xq (row n at xq + n·xq_stride bytes) into y (row n at
+// y + n·y_stride bytes), kMaxCols activation rows per pass over the weights.
+void product_rows(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t r0, int64_t r1, const char * xq,
+                  size_t xq_stride, int64_t N, char * y, size_t y_stride, const float * bias) {
+    const int64_t nb = K / kBlock;
+    for (int64_t c0 = 0; c0 < N; c0 += kMaxCols) {
+        const int nc = static_cast<int>(std::min<int64_t>(kMaxCols, N - c0));
+        const ActBlock * a[kMaxCols];
+        float * out[kMaxCols];
+        for (int c = 0; c < nc; ++c) {
+            a[c] = reinterpret_cast<const ActBlock *>(xq + (c0 + c) * xq_stride);
+            out[c] = reinterpret_cast<float *>(y + (c0 + c) * y_stride);
+        }
+        const bool q4 = type == GGML_TYPE_Q4_K;
+        switch (nc) {
+            case 1: q4 ? q4_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias); break;
+            case 2: q4 ? q4_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias); break;
+            case 3: q4 ? q4_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias); break;
+            default: q4 ? q4_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias); break;
+        }
+    }
+}
+
+// Blocks of all rows, dealt round-robin to the threads.
+void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char * xq, size_t xq_stride, int ith, int nth) {
+    const int64_t nb = K / kBlock;
+    for (int64_t i = ith; i < N * nb; i += nth) {
+        const int64_t n = i / nb, b = i % nb;
+        quantize_block(reinterpret_cast<const float *>(x + n * x_stride) + b * kBlock,
+                       reinterpret_cast<ActBlock *>(xq + n * xq_stride)[b]);
+    }
+}
+
+void op_int8_rows(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    quantize_rows(static_cast<const char *>(x->data), x->nb[1], x->ne[0], x->ne[1], static_cast<char *>(dst->data), dst->nb[1], ith, nth);
+}
+
+// w [K, M] times N activation rows: thread ith of nth computes its share of the output rows.
+void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N, char * y,
+             size_t y_stride, const float * bias, int ith, int nth) {
+    if (N >= kMinTileRows) {
+        product_tiles(w, w_stride, type, K, M, xq, xq_stride, N, y, y_stride, bias, ith, nth);
+    } else {
+        product_rows(w, w_stride, type, K, M * ith / nth, M * (ith + 1) / nth, xq, xq_stride, N, y, y_stride, bias);
+    }
+}
+
+// The weight comes as userdata (not a graph source: ggml's scheduler then never asks where it lives).
+void op_int8_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
+    const ggml_tensor * xq = dst->src[0];
+    const ggml_tensor * bias = dst->src[1];
+    product(static_cast<const char *>(w->data), w->nb[1], w->type, w->ne[0], w->ne[1], static_cast<const char *>(xq->data), xq->nb[1],
+            xq->ne[1], static_cast<char *>(dst->data), dst->nb[1], bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
+}
+
+}  // namespace
+
+MINICPMV_TARGET_END()
+
+namespace {
+
+int64_t act_row_bytes(int64_t K) { return K / kBlock * static_cast<int64_t>(sizeof(ActBlock)); }
+
+bool usable_type(int type) { return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q6_K; }
+
+}  // namespace
+
+bool int8_kernels_usable(const ggml_tensor * w) {
+    return w != nullptr && usable_type(w->type) && ggml_n_dims(w) == 2 && w->ne[0] % kBlock == 0 && in_cpu_memory(w) &&
+           cpu_has_avx512_vnni();
+}
+
+ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) && x->ne[0] % kBlock == 0);
+    ggml_tensor * args[] = {x};
+    ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, act_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, op_int8_rows, GGML_N_TASKS_MAX,
+                                      nullptr);
+    ggml_set_name(xq, "int8_rows");
+    return xq;
+}
+
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias) {
+    GGML_ASSERT(int8_kernels_usable(w) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) && ggml_is_contiguous(xq));
+    GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
+    ggml_tensor * args[] = {xq, bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xq->ne[1], 1, 1, args, 2, op_int8_linear, GGML_N_TASKS_MAX, w);
+    ggml_format_name(y, "int8_linear-%s", w->name);
+    return y;
+}
+
+bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y) {
+    GGML_ASSERT(usable_type(type) && K % kBlock == 0);
+    if (!cpu_has_avx512_vnni()) return false;
+    const size_t x_stride = K * sizeof(float), xq_stride = act_row_bytes(K);
+    std::vector<char> xq(xq_stride * N);
+    quantize_rows(reinterpret_cast<const char *>(x), x_stride, K, N, xq.data(), xq_stride, 0, 1);
+    product(static_cast<const char *>(w), ggml_row_size(static_cast<ggml_type>(type), K), static_cast<ggml_type>(type), K, M, xq.data(),
+            xq_stride, N, reinterpret_cast<char *>(y), M * sizeof(float), nullptr, 0, 1);
+    return true;
+}
+
+#else  // not x86 with GCC/Clang: the graphs use ggml's own products
+
+bool int8_kernels_usable(const ggml_tensor *) { return false; }
+
+ggml_tensor * int8_rows(ggml_context *, ggml_tensor *) { GGML_ABORT("int8_rows: not in this build (check int8_kernels_usable first)"); }
+
+ggml_tensor * int8_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) {
+    GGML_ABORT("int8_linear: not in this build (check int8_kernels_usable first)");
+}
+
+bool int8_matmul(const void *, int, int64_t, int64_t, const float *, int64_t, float *) { return false; }
+
+#endif
+
+}  // namespace minicpmv

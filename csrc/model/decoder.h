@@ -1,0 +1,71 @@
+// The Qwen2 decoder (spec §1): weights table and graph. The graph reads top to bottom like HF's
+// Qwen2ForCausalLM: embed → N × (RMSNorm → attention → residual → RMSNorm → SwiGLU MLP → residual)
+// → final RMSNorm → lm_head.
+#pragma once
+
+#include "model/model_config.h"
+#include "core/model_weights.h"
+
+#include <vector>
+
+struct ggml_cgraph;
+struct ggml_context;
+struct ggml_tensor;
+
+namespace minicpmv {
+
+class KvCache;
+
+struct DecoderLayer {
+    ggml_tensor * attn_norm;
+    ggml_tensor * wq;
+    ggml_tensor * bq;
+    ggml_tensor * wk;
+    ggml_tensor * bk;
+    ggml_tensor * wv;
+    ggml_tensor * bv;
+    ggml_tensor * wo;
+    ggml_tensor * ffn_norm;
+    ggml_tensor * ffn_gate;
+    ggml_tensor * ffn_up;
+    ggml_tensor * ffn_down;
+};
+
+struct DecoderWeights {
+    ggml_tensor * token_embd;
+    std::vector<DecoderLayer> layers;
+    ggml_tensor * output_norm;
+    ggml_tensor * output;
+};
+
+std::vector<WeightSpec> decoder_weight_table(const LlmConfig & config);
+DecoderWeights bind_decoder_weights(const Weights & weights, const LlmConfig & config);
+
+// One forward pass: n_tokens new positions in each of n_slots cache slots, all slots starting at
+// position n_past. Input is either token ids (embedded here) or ready embeddings (image positions).
+struct DecoderBatch {
+    int n_tokens = 0;
+    int n_slots = 1;
+    int n_past = 0;
+    bool embeddings = false;  // input is [n_embd, n_tokens·n_slots] f32 instead of token ids
+    bool all_logits = false;  // logits for every position, not only the last of each slot
+};
+
+struct DecoderInputs {
+    ggml_tensor * tokens = nullptr;     // i32 [n_tokens·n_slots]      (when !embeddings)
+    ggml_tensor * embd = nullptr;       // f32 [n_embd, n_tokens·n_slots] (when embeddings)
+    ggml_tensor * positions = nullptr;  // i32 [n_tokens·n_slots]
+    ggml_tensor * kq_mask = nullptr;    // f16 [n_past + n_tokens, n_tokens]: 0 or -inf (causal)
+};
+
+// Builds the graph into gf (the K/V writes included) and returns the logits tensor
+// [n_vocab, rows], rows = n_slots (last position of each slot) or n_tokens·n_slots.
+ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const LlmConfig & config,
+                                  const DecoderWeights & w, const KvCache & cache, const DecoderBatch & batch,
+                                  DecoderInputs & inputs);
+
+// Host-side values for the inputs above.
+void fill_positions(const DecoderBatch & batch, std::vector<int32_t> & positions);
+void fill_causal_mask(const DecoderBatch & batch, std::vector<uint16_t> & mask);  // f16 bits
+
+}  // namespace minicpmv
