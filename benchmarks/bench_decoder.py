@@ -46,8 +46,8 @@ def main() -> None:
     def decode():
         model.reset()
         out = model.generate(prompt, max_new_tokens=args.decode, temperature=0.0, repetition_penalty=1.0)
-        assert len(out["tokens"]) == args.decode, "the model stopped early; use another prompt"
-        decode.last = out["decode_ms"] / 1000
+        assert len(out.tokens) == args.decode, "the model stopped early; use another prompt"
+        decode.last = out.decode_ms / 1000
 
     decode_runs = []
     for _ in range(args.repeats):

@@ -40,8 +40,8 @@ def main() -> None:
 
     for size in (448, 1344):
         img = picture(size)
-        slices = minicpmv._core.preprocess_image(img)
-        prep_s, _ = median_time(lambda: minicpmv._core.preprocess_image(img), args.repeats)
+        slices = minicpmv._core._testing.preprocess_image(img)
+        prep_s, _ = median_time(lambda: minicpmv._core._testing.preprocess_image(img), args.repeats)
         enc_s, runs = median_time(lambda: model.encode_slices(slices), args.repeats)
         print(f"encode {size}x{size} ({len(slices)} slices): {enc_s:.2f} s (runs {', '.join(f'{r:.2f}' for r in runs)}), "
               f"preprocessing {prep_s * 1000:.0f} ms")
@@ -55,7 +55,7 @@ def main() -> None:
 
     ttft_s, _ = median_time(first_token, args.repeats)
     print(f"time to first token ({args.ttft_size}x{args.ttft_size} image + question, "
-          f"{model.last_result['n_prompt']} positions): {ttft_s:.2f} s")
+          f"{model.last_result.n_prompt} positions): {ttft_s:.2f} s")
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
 

@@ -119,7 +119,7 @@ def worker_ours(args) -> dict:
 
     def encode(size: int):
         img = picture(size)
-        return model.encode_slices(minicpmv._core.preprocess_image(img))
+        return model.encode_slices(minicpmv._core._testing.preprocess_image(img))
 
     # Warm-up: every weight page read once (the timed runs below read from memory, as llama.cpp's do).
     model.eval(prompt[:8])
@@ -133,7 +133,7 @@ def worker_ours(args) -> dict:
         msgs = [{"role": "user", "content": [picture(1344), QUESTION]}]
         model.reset()
         res["ttft_1344"], _ = timed(lambda: model.chat(msgs, max_new_tokens=1, seed=0))
-        res["ttft_positions"] = model.last_result["n_prompt"]
+        res["ttft_positions"] = model.last_result.n_prompt
     if "prefill_512" in args.rows or "decode_64" in args.rows:
         model.reset()
         dt, logits = timed(lambda: model.eval(prompt))

@@ -168,3 +168,10 @@ def test_misuse_from_c(misuse_program, tiny_gguf_f32, tiny_mmproj_f32):
     assert proc.returncode == 0 and not failed, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.stdout.rstrip().endswith("0 failed")
     assert proc.stdout.count("\nok ") >= 60
+
+
+def test_two_conversations_on_two_threads_from_c(misuse_program, tiny_gguf_f32, tiny_mmproj_f32):
+    # Built with the misuse program (tests/c/CMakeLists.txt).
+    proc = _exec([misuse_program.parent / "test_c_api_threads", tiny_gguf_f32, tiny_mmproj_f32])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.stdout.rstrip().endswith("threads: same replies")

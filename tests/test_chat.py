@@ -58,15 +58,16 @@ def test_user_text_cannot_inject_markers(model):
 
 
 def test_defaults_follow_hf_chat():
-    sampling = minicpmv._core.default_sampling_params()
-    assert sampling["temperature"] == pytest.approx(0.7)
-    assert sampling["top_p"] == pytest.approx(0.8)
-    assert sampling["top_k"] == 100
-    assert sampling["repetition_penalty"] == pytest.approx(1.05)
-    beams = minicpmv._core.default_beam_search_params()
-    assert beams["num_beams"] == 3
-    assert beams["repetition_penalty"] == pytest.approx(1.2)
-    assert beams["max_new_tokens"] == 2048
+    params = minicpmv._core.GenerateParams()
+    assert params.max_new_tokens == 2048 and not params.beam_search
+    assert params.sampling.temperature == pytest.approx(0.7)
+    assert params.sampling.top_p == pytest.approx(0.8)
+    assert params.sampling.top_k == 100
+    assert params.sampling.repetition_penalty == pytest.approx(1.05)
+    assert params.beam.num_beams == 3
+    assert params.beam.repetition_penalty == pytest.approx(1.2)
+    options = minicpmv._core.ChatOptions()  # automatic: 9 slices and image ids, the video settings for frames
+    assert (options.max_slice_nums, options.use_image_id) == (0, -1) and minicpmv._core.default_slice_nums() == 9
 
 
 def test_sampling_is_reproducible_with_a_seed(model):

@@ -95,16 +95,16 @@ def test_greedy_tokens_equal_transformers(model_f32, reference):
     theirs = hf_generate(reference, ids, model_f32._model.stop_ids, do_sample=False, num_beams=1, max_new_tokens=32)
     assert len(theirs) == 32
     # Temperature 0 (sampler) and one beam (the beam-search entry point) are both plain greedy.
-    assert model_f32.generate(ids, max_new_tokens=32, temperature=0.0, repetition_penalty=1.0)["tokens"] == theirs
-    ours = model_f32.generate(ids, max_new_tokens=32, beam_search=True, num_beams=1, repetition_penalty=1.0)
-    assert ours["tokens"] == theirs
+    assert model_f32.generate(ids, max_new_tokens=32, temperature=0.0, repetition_penalty=1.0).tokens == theirs
+    ours = model_f32.generate(ids, max_new_tokens=32, sampling=False, num_beams=1, repetition_penalty=1.0)
+    assert ours.tokens == theirs
 
 
 def test_greedy_with_repetition_penalty_equals_transformers(model_f32, reference):
     ids = model_f32.chat_prompt([{"role": "user", "content": "Repeat after me: la la la la la la."}])
     theirs = hf_generate(reference, ids, model_f32._model.stop_ids, do_sample=False, repetition_penalty=1.3, max_new_tokens=32)
     ours = model_f32.generate(ids, max_new_tokens=32, temperature=0.0, repetition_penalty=1.3)
-    assert ours["tokens"] == theirs
+    assert ours.tokens == theirs
 
 
 def test_beam_search_equals_transformers(model_f32, reference):
@@ -112,8 +112,8 @@ def test_beam_search_equals_transformers(model_f32, reference):
     ids = model_f32.chat_prompt([{"role": "user", "content": "Describe the sea in one sentence. " * 4}])
     theirs = hf_generate(reference, ids, model_f32._model.stop_ids, do_sample=False, num_beams=3, repetition_penalty=1.2,
                          max_new_tokens=24)
-    ours = model_f32.generate(ids, max_new_tokens=24, beam_search=True, num_beams=3, repetition_penalty=1.2)
-    assert ours["tokens"] == theirs
+    ours = model_f32.generate(ids, max_new_tokens=24, sampling=False, num_beams=3, repetition_penalty=1.2)
+    assert ours.tokens == theirs
     # chat() with sampling=False is the same search.
     text = model_f32.chat([{"role": "user", "content": "Describe the sea in one sentence. " * 4}], sampling=False,
                           max_new_tokens=24)
@@ -124,12 +124,12 @@ def test_later_turns_reuse_the_cache(model_f32):
     msgs = [{"role": "user", "content": "Hello there, who are you?"}]
     model_f32.reset()
     first = model_f32.generate(model_f32.chat_prompt(msgs), max_new_tokens=8, temperature=0.0)
-    msgs += [{"role": "assistant", "content": first["text"]}, {"role": "user", "content": "And then?"}]
+    msgs += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And then?"}]
     second = model_f32.generate(model_f32.chat_prompt(msgs), max_new_tokens=8, temperature=0.0)
-    assert second["n_reused"] >= first["n_prompt"]
+    assert second.n_reused >= first.n_prompt
     # The reused cache gives what a fresh session computes.
     fresh = minicpmv.Model(model_f32.model_path, n_ctx=512, kv_cache_type="f32")
-    assert fresh.generate(fresh.chat_prompt(msgs), max_new_tokens=8, temperature=0.0)["tokens"] == second["tokens"]
+    assert fresh.generate(fresh.chat_prompt(msgs), max_new_tokens=8, temperature=0.0).tokens == second.tokens
 
 
 def test_weights_copied_into_memory_compute_the_same(tiny_q4_k_m, tiny_mmproj_f16):
@@ -140,6 +140,6 @@ def test_weights_copied_into_memory_compute_the_same(tiny_q4_k_m, tiny_mmproj_f1
         model = minicpmv.Model(tiny_q4_k_m, mmproj_path=tiny_mmproj_f16, n_ctx=128, use_mmap=use_mmap)
         img = np.full((64, 64, 3), 200, np.uint8)
         logits.append((np.asarray(model.eval(ids, all_logits=True)), np.asarray(model.eval([7])),
-                       np.asarray(model.encode_slices(minicpmv._core.preprocess_image(img)))))
+                       np.asarray(model.encode_slices(minicpmv._core._testing.preprocess_image(img)))))
     for a, b in zip(*logits):
         np.testing.assert_array_equal(a, b)

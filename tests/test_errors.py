@@ -130,8 +130,8 @@ def test_context_overflow_then_still_usable(model):
 def test_generation_stops_at_the_end_of_the_context(model):
     ids = model.chat_prompt([{"role": "user", "content": "hi"}])
     out = model.generate(ids, max_new_tokens=1000, temperature=0.0, repetition_penalty=1.0)
-    assert out["stop_reason"] in ("length", "stop")
-    assert len(ids) + len(out["tokens"]) <= model.n_ctx
+    assert out.stop_reason in ("length", "stop")
+    assert len(ids) + len(out.tokens) <= model.n_ctx
 
 
 @pytest.mark.parametrize(

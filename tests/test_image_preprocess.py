@@ -55,7 +55,7 @@ TABLE = [
 
 @pytest.mark.parametrize("size, grid, overview, cell, tokens", TABLE)
 def test_spec_table(size, grid, overview, cell, tokens):
-    plan = _core.slice_plan(*size)
+    plan = _core._testing.slice_plan(*size)
     assert plan["grid"] == grid
     assert plan["overview"] == overview
     assert {s[2:] for s in plan["slices"]} == ({cell} if cell else set())
@@ -68,12 +68,12 @@ def test_plan_matches_spec_on_random_sizes(max_slices):
     sizes = random_sizes(300)
     assert max(max(w / h, h / w) for w, h in sizes) > 20  # the extreme ratios are really there
     for size in sizes:
-        assert _core.slice_plan(*size, max_slice_nums=max_slices) == reference_plan(size, max_slices), size
+        assert _core._testing.slice_plan(*size, max_slice_nums=max_slices) == reference_plan(size, max_slices), size
 
 
 def test_plan_crops_tile_the_refined_image():
     for size in random_sizes(300, seed=7):
-        plan = _core.slice_plan(*size)
+        plan = _core._testing.slice_plan(*size)
         if plan["grid"] is None:
             assert plan["refine"] is None and plan["slices"] == []
             continue
@@ -89,7 +89,7 @@ def test_round_half_to_even():
     # 7/14 = 0.5 -> 0 -> at least 14; 21/14 = 1.5 -> 2; 35/14 = 2.5 -> 2: Python's round, not half up.
     assert ensure_divide(7, 14) == 14 and ensure_divide(21, 14) == 28 and ensure_divide(35, 14) == 28
     for w, h in [(7, 5000), (21, 5000), (35, 5000), (5000, 35)]:
-        assert _core.slice_plan(w, h) == reference_plan((w, h))
+        assert _core._testing.slice_plan(w, h) == reference_plan((w, h))
 
 
 # --- the resize against Pillow ------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def resize_diffs():
     for i, (src, dst) in enumerate(RESIZE_CASES + random_resize_cases(150)):
         for kind in KINDS:
             img = make_image(kind, *src, seed=i)
-            ours = _core.resize_rgb(img, *dst)
+            ours = _core._testing.resize_rgb(img, *dst)
             ref = pillow_resize(img, dst)
             assert ours.shape == ref.shape == (dst[1], dst[0], 3) and ours.dtype == np.uint8
             d = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
@@ -171,7 +171,7 @@ def test_resize_is_bit_exact(resize_diffs):
 
 def test_resize_accepts_strided_arrays():
     img = make_image("noise", 401, 301)[::-1, ::2]  # negative and non-unit strides
-    assert np.array_equal(_core.resize_rgb(img, 97, 203), pillow_resize(np.ascontiguousarray(img), (97, 203)))
+    assert np.array_equal(_core._testing.resize_rgb(img, 97, 203), pillow_resize(np.ascontiguousarray(img), (97, 203)))
 
 
 def test_resize_speed():
@@ -180,7 +180,7 @@ def test_resize_speed():
     best = math.inf
     for _ in range(3):
         t = time.perf_counter()
-        _core.resize_rgb(img, 448, 448)
+        _core._testing.resize_rgb(img, 448, 448)
         best = min(best, time.perf_counter() - t)
     assert best < 0.25, f"{best * 1e3:.1f} ms"
 
@@ -204,7 +204,7 @@ def reference_preprocess(img, max_slices=9):
 )
 def test_preprocess_matches_pillow_pipeline(size):
     img = make_image("smooth" if size[0] * size[1] > 10**6 else "noise", *size, seed=size[0])
-    ours = _core.preprocess_image(img)
+    ours = _core._testing.preprocess_image(img)
     ref = reference_preprocess(img)
     assert [a.shape for a in ours] == [r.shape for r in ref]
     for a, r in zip(ours, ref):
@@ -215,15 +215,15 @@ def test_preprocess_matches_pillow_pipeline(size):
 
 def test_preprocess_max_slice_nums():
     img = make_image("noise", 1920, 1080)
-    assert len(_core.preprocess_image(img, max_slice_nums=1)) == 1  # never split
-    assert len(_core.preprocess_image(img, max_slice_nums=2)) == 3  # spec §7: video uses 2
-    assert [a.shape for a in _core.preprocess_image(img)][1:] == [(3, 476, 420)] * 8
+    assert len(_core._testing.preprocess_image(img, max_slice_nums=1)) == 1  # never split
+    assert len(_core._testing.preprocess_image(img, max_slice_nums=2)) == 3  # spec §7: video uses 2
+    assert [a.shape for a in _core._testing.preprocess_image(img)][1:] == [(3, 476, 420)] * 8
 
 
 def test_normalisation_range():
     img = np.zeros((14, 14, 3), np.uint8)
     img[:, 7:] = 255
-    (out,) = _core.preprocess_image(img)  # upscaled to 448x448; the edge overshoot is clamped
+    (out,) = _core._testing.preprocess_image(img)  # upscaled to 448x448; the edge overshoot is clamped
     assert out.min() == -1.0 and out.max() == 1.0
 
 
@@ -244,9 +244,9 @@ BAD_ARRAYS = [
 @pytest.mark.parametrize("array, message", BAD_ARRAYS)
 def test_bad_arrays(array, message):
     with pytest.raises(_core.InvalidArgumentError, match=message):
-        _core.preprocess_image(array)
+        _core._testing.preprocess_image(array)
     with pytest.raises(_core.InvalidArgumentError, match=message):
-        _core.resize_rgb(array, 10, 10)
+        _core._testing.resize_rgb(array, 10, 10)
 
 
 @pytest.mark.parametrize(
@@ -255,9 +255,9 @@ def test_bad_arrays(array, message):
 )
 def test_bad_sizes(width, height, message):
     with pytest.raises(_core.InvalidArgumentError, match=message):
-        _core.slice_plan(width, height)
+        _core._testing.slice_plan(width, height)
     with pytest.raises(_core.InvalidArgumentError, match=message):
-        _core.resize_rgb(make_image("noise", 4, 4), width, height)
+        _core._testing.resize_rgb(make_image("noise", 4, 4), width, height)
 
 
 @pytest.mark.parametrize(
@@ -271,14 +271,14 @@ def test_bad_sizes(width, height, message):
 )
 def test_bad_slicing_params(kwargs, message):
     with pytest.raises(_core.InvalidArgumentError, match=message):
-        _core.slice_plan(100, 100, **kwargs)
+        _core._testing.slice_plan(100, 100, **kwargs)
 
 
 def test_bad_max_slice_nums_in_preprocess():
     with pytest.raises(_core.InvalidArgumentError, match="max_slice_nums"):
-        _core.preprocess_image(make_image("noise", 8, 8), max_slice_nums=0)
+        _core._testing.preprocess_image(make_image("noise", 8, 8), max_slice_nums=0)
 
 
 def test_errors_are_value_errors():
     with pytest.raises(ValueError):
-        _core.slice_plan(0, 0)
+        _core._testing.slice_plan(0, 0)

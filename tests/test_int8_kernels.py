@@ -51,7 +51,7 @@ def test_products_equal_the_integer_computation(qtype, n_rows):
     x[0, 256:512] = 0.0  # a block of zeros rounds to zeros
     if n_rows > 1:
         x[1, 5] = 40.0  # an outlier sets its block's scale
-    y = minicpmv._core.int8_matmul(wq, int(qtype), x)
+    y = minicpmv._core._testing.int8_matmul(wq, int(qtype), x)
     if y is None:
         pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     w = dequantize(wq, qtype).reshape(M, K).astype(np.float64)
@@ -67,11 +67,11 @@ def test_products_equal_the_integer_computation(qtype, n_rows):
 
 def test_binding_rejects_bad_shapes():
     with pytest.raises(minicpmv.MinicpmvError):
-        minicpmv._core.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q8_0), np.zeros((1, 256), np.float32))
+        minicpmv._core._testing.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q8_0), np.zeros((1, 256), np.float32))
     with pytest.raises(minicpmv.MinicpmvError):
-        minicpmv._core.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q4_K), np.zeros((1, 300), np.float32))
+        minicpmv._core._testing.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q4_K), np.zeros((1, 300), np.float32))
     with pytest.raises(minicpmv.MinicpmvError):
-        minicpmv._core.int8_matmul(np.zeros((2, 100), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
+        minicpmv._core._testing.int8_matmul(np.zeros((2, 100), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
 
 
 def step_logits(path, **kwargs) -> np.ndarray:
@@ -82,7 +82,7 @@ def step_logits(path, **kwargs) -> np.ndarray:
 
 
 def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32):
-    if minicpmv._core.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
+    if minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
         pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     ours = step_logits(tiny_q4_k_m)
     ggml = step_logits(tiny_q4_k_m, cpu_repack=True)
@@ -105,7 +105,7 @@ def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32):
 
 def test_prompt_batches_match_the_decode_path(tiny_q4_k_m, tiny_gguf_f32):
     """A prompt batch (panels of unpacked weights) is as close to the f32 model as one token per batch."""
-    if minicpmv._core.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
+    if minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
         pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     batch = np.asarray(minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=28, kv_cache_type="f32").eval(
         minicpmv.Model(tiny_q4_k_m).tokenize(PROMPT)[:28], all_logits=True)).reshape(28, -1)

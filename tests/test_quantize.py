@@ -276,7 +276,7 @@ def test_every_variant_loads_and_chats(all_variants):
     for variant, path in all_variants.items():
         model = minicpmv.Model(path, n_ctx=256, n_threads=1)  # ggml's spinning threads crawl on a busy machine
         reply = model.chat(msgs, max_new_tokens=4, sampling=False, num_beams=1, repetition_penalty=1.0)
-        assert model.last_result["tokens"] and isinstance(reply, str), variant
+        assert model.last_result.tokens and isinstance(reply, str), variant
 
 
 def test_from_checkpoint_equals_from_gguf(tiny_ckpt, tiny_gguf_f32, all_variants, tmp_path):
@@ -324,7 +324,7 @@ def test_fallbacks_on_a_model_with_odd_widths(tmp_path_factory, variant):
     assert not set(types.values()) & K_QUANTS  # nothing of 384 or 1120 values fits a super-block
     model = minicpmv.Model(path, n_ctx=128, n_threads=1)
     model.chat([{"role": "user", "content": "Hi"}], max_new_tokens=4, sampling=False, num_beams=1)
-    assert model.last_result["tokens"]
+    assert model.last_result.tokens
 
 
 # --- the vision file in Q8_0 -------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_q8_0_vision_file_loads_and_answers(tiny_ckpt, tiny_gguf_f16, tiny_mmpro
     q8.chat(
         [{"role": "user", "content": [image, "What is in the image?"]}], max_new_tokens=4, sampling=False, num_beams=1
     )
-    assert q8.last_result["tokens"] and q8.last_result["n_encoded"] > 0
+    assert q8.last_result.tokens and q8.last_result.n_encoded > 0
     # The resampler's output stays close to the f16 file's.
     slice_ = np.random.default_rng(2).uniform(-1, 1, (3, 112, 112)).astype(np.float32)
     ref = minicpmv.Model(tiny_gguf_f16, mmproj_path=tiny_mmproj_f16, n_ctx=256, n_threads=1).encode_slices([slice_])

@@ -22,8 +22,14 @@ core = pytest.importorskip("minicpmv._core")
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-if not (hasattr(core, "sample_token") and hasattr(core, "beam_search_toy")):
-    pytest.fail("minicpmv._core lacks the sampler test helpers sample_token / beam_search_toy", pytrace=False)
+
+
+def sample_token(logits, generated, temperature, top_k, top_p, min_p, repetition_penalty, seed) -> int:
+    """One token from the core's Sampler with these parameters (HF's processor order)."""
+    p = core.SamplingParams()
+    p.temperature, p.top_k, p.top_p, p.min_p = temperature, top_k, top_p, min_p
+    p.repetition_penalty, p.seed = repetition_penalty, seed
+    return core._testing.sample_token(logits, generated, p)
 
 
 # --- a toy language model that HF generate() can run --------------------------------------------
@@ -127,7 +133,7 @@ def _check_distribution(row, generated, n_draws, *, temperature, top_k, top_p, m
     probs = _softmax(scores)
     counts = np.zeros(len(row), dtype=np.int64)
     for seed in range(n_draws):
-        token = core.sample_token(row, generated, temperature, top_k, top_p, min_p, penalty, seed)
+        token = sample_token(row, generated, temperature, top_k, top_p, min_p, penalty, seed)
         counts[token] += 1
     filtered = np.isneginf(scores)
     assert counts[filtered].sum() == 0, f"sampled tokens HF filters out: {np.nonzero(counts * filtered)[0]}"
@@ -210,18 +216,18 @@ def test_greedy_is_argmax_after_repetition_penalty():
         generated = rng.integers(0, n_vocab, size=int(rng.integers(0, 20))).tolist()
         penalty = float(rng.choice([1.05, 1.2, 1.0, rng.uniform(0.5, 2.0)]))
         scores = _hf_processed(row, generated, do_sample=False, penalty=penalty)
-        token = core.sample_token(row, generated, 0.0, 100, 0.8, 0.0, penalty, 0)
+        token = sample_token(row, generated, 0.0, 100, 0.8, 0.0, penalty, 0)
         assert token == int(np.argmax(scores))
 
 
 def test_same_seed_same_tokens():
     rng = np.random.default_rng(5)
     rows = [(rng.normal(size=150) * 2).astype(np.float32) for _ in range(200)]
-    first = [core.sample_token(r, [1, 2, 3], 0.7, 100, 0.8, 0.0, 1.05, 1234) for r in rows]
-    again = [core.sample_token(r, [1, 2, 3], 0.7, 100, 0.8, 0.0, 1.05, 1234) for r in rows]
+    first = [sample_token(r, [1, 2, 3], 0.7, 100, 0.8, 0.0, 1.05, 1234) for r in rows]
+    again = [sample_token(r, [1, 2, 3], 0.7, 100, 0.8, 0.0, 1.05, 1234) for r in rows]
     assert first == again
     flat = np.zeros(50, dtype=np.float32)
-    assert len({core.sample_token(flat, [], 1.0, 0, 1.0, 0.0, 1.0, s) for s in range(200)}) > 10
+    assert len({sample_token(flat, [], 1.0, 0, 1.0, 0.0, 1.0, s) for s in range(200)}) > 10
 
 
 @pytest.mark.parametrize(
@@ -236,7 +242,7 @@ def test_same_seed_same_tokens():
 )
 def test_bad_sampling_parameters_are_rejected(args, name):
     with pytest.raises(Exception, match=name):
-        core.sample_token(np.zeros(8, dtype=np.float32), [], *args, 0)
+        sample_token(np.zeros(8, dtype=np.float32), [], *args, 0)
 
 
 # --- beam search against HF's _beam_search --------------------------------------------------------
@@ -274,7 +280,9 @@ def _ours(toy, num_beams, penalty, length_penalty, max_new_tokens, stop_ids):
         beams[:] = [beams[p] + [t] for p, t in zip(parents, tokens)]
         return np.stack([toy(b) for b in beams]).astype(np.float32)
 
-    return core.beam_search_toy(step_fn, toy([]), num_beams, penalty, length_penalty, max_new_tokens, stop_ids)
+    params = core.BeamSearchParams()
+    params.num_beams, params.repetition_penalty, params.length_penalty = num_beams, penalty, length_penalty
+    return core._testing.beam_search_toy(step_fn, toy([]), params, max_new_tokens, stop_ids)
 
 
 def _hf(toy, num_beams, penalty, length_penalty, max_new_tokens, stop_ids):

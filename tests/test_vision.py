@@ -62,7 +62,7 @@ def test_position_ids_equal_hf_for_every_side():
     for n in range(1, 129):
         for rows, cols in ((n, 1), (1, n), (n, n), (n, 129 - n)):
             expected = navit_position_ids(tgt_sizes_of([(rows, cols)])[0]).tolist()
-            assert minicpmv._core.position_ids(cols, rows) == expected, (rows, cols)
+            assert minicpmv._core._testing.position_ids(cols, rows) == expected, (rows, cols)
 
 
 def test_a_float64_step_would_move_buckets_at_the_step_sensitive_sides():
@@ -72,7 +72,7 @@ def test_a_float64_step_would_move_buckets_at_the_step_sensitive_sides():
     differ = set()
     for n in range(1, 129):
         float64_step = torch.bucketize(torch.arange(0, 1 - 1e-6, 1 / n), boundaries, right=True)
-        if float64_step.tolist() != minicpmv._core.position_ids(n, 1):
+        if float64_step.tolist() != minicpmv._core._testing.position_ids(n, 1):
             differ.add(n)
     assert differ == STEP_SENSITIVE_SIDES
 
@@ -87,7 +87,7 @@ def test_resampler_positions_equal_hf_table(rows, cols):
     embed = 256
     table = sincos_2d_reference(embed, (max(rows, 70), max(cols, 70)))
     expected = table[:rows, :cols].reshape(rows * cols, embed)
-    diff = np.abs(minicpmv._core.sincos_2d(cols, rows, embed) - expected)
+    diff = np.abs(minicpmv._core._testing.sincos_2d(cols, rows, embed) - expected)
     assert diff.max() <= 2e-5
     assert (diff == 0).mean() >= 0.75
 
@@ -177,7 +177,7 @@ def test_chat_with_images_equals_the_reference(model, references, cases, name):
 
     # The embedding sequence: our slices and their resampler outputs against the reference's.
     images = [c for m in msgs if not isinstance(m["content"], str) for c in m["content"] if isinstance(c, Image.Image)]
-    ours = [a for img in images for a in minicpmv._core.preprocess_image(np.asarray(img), options.get("max_slice_nums", 9))]
+    ours = [a for img in images for a in minicpmv._core._testing.preprocess_image(np.asarray(img), options.get("max_slice_nums", 9))]
     assert [a.shape for a in ours] == [normalised(s).shape for s in slices]
     for a, s in zip(ours, slices):
         assert np.abs(a - normalised(s)).max() <= 1 / 127.5
@@ -192,7 +192,7 @@ def test_chat_with_images_equals_the_reference(model, references, cases, name):
     expected = reference_greedy(qwen2, embeds, model._model.stop_ids, 16)
     model.reset()
     text = model.chat(msgs, **options, **GREEDY)
-    assert model.last_result["tokens"] == expected
+    assert model.last_result.tokens == expected
     assert text == model.detokenize(expected)
 
 
@@ -202,15 +202,15 @@ def test_an_image_is_encoded_once_per_conversation(model):
     model.reset()
     answer = model.chat(msgs, **GREEDY)
     first = model.last_result
-    assert first["n_encoded"] == 5  # overview + 2×2 slices
+    assert first.n_encoded == 5  # overview + 2×2 slices
     msgs += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And the colours?"}]
     model.chat(msgs, **GREEDY)
-    assert model.last_result["n_encoded"] == 0
-    assert model.last_result["n_reused"] >= first["n_prompt"]
+    assert model.last_result.n_encoded == 0
+    assert model.last_result.n_reused >= first.n_prompt
     # A different image in the same place is encoded again.
     msgs[0] = {"role": "user", "content": [picture(800, 600, 12), "Describe it."]}
     model.chat(msgs, **GREEDY)
-    assert model.last_result["n_encoded"] == 5
+    assert model.last_result.n_encoded == 5
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
@@ -227,7 +227,7 @@ def test_any_pil_mode_is_converted_to_rgb_as_hf_does(model, mode):
 def test_extreme_sizes_are_handled(model, size):
     img = Image.new("RGB", size, (200, 30, 90))
     pieces, grid = hf_slices(img)
-    ours = minicpmv._core.preprocess_image(np.asarray(img))
+    ours = minicpmv._core._testing.preprocess_image(np.asarray(img))
     assert [a.shape[1:] for a in ours] == [(p.height, p.width) for p in pieces]
     model.reset()
     assert isinstance(model.chat([{"role": "user", "content": [img, "What is this?"]}], max_new_tokens=2, seed=0), str)
@@ -274,7 +274,7 @@ def test_mismatched_files_are_rejected(tiny_gguf_f32, tiny_mmproj_f32):
 
 def test_position_ids_are_not_plain_floor():
     # spec §4: nominally floor(70·j/n), but float32 rounding puts some boundaries one lower (n = 25, …).
-    assert minicpmv._core.position_ids(25, 1) != [(70 * j) // 25 for j in range(25)]
+    assert minicpmv._core._testing.position_ids(25, 1) != [(70 * j) // 25 for j in range(25)]
 
 
 def test_cli_answers_about_an_image(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):

@@ -4,13 +4,11 @@
 #include "minicpmv.h"
 
 #include "core/backend.h"
-#include "text/chat_template.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "generate/conversation.h"
 #include "image/image.h"
-#include "image/image_slicing.h"
 #include "model/model.h"
-#include "generate/session.h"
-#include "model/vision_model.h"
 
 #include <algorithm>
 #include <atomic>
@@ -32,15 +30,7 @@ struct minicpmv_model {
 
 struct minicpmv_session {
     std::shared_ptr<const Model> model;  // keeps the weights alive after minicpmv_model_free
-    std::unique_ptr<Session> session;
-    std::string system_prompt;            // "" = the template's default
-    std::vector<ChatTurn> turns;          // completed turns, user and assistant alternating
-    std::vector<RgbImage> images;         // the completed turns' images, numbered as their ChatParts say
-    ChatTurn pending{"user", {}};         // the user message being built
-    std::vector<RgbImage> pending_images;  // numbered after `images`
-    bool has_video = false;               // some completed turn has video frames
-    bool pending_video = false;
-    std::string reply;
+    std::unique_ptr<Conversation> conversation;
     std::string error;
     std::atomic<bool> busy{false};
 };
@@ -209,23 +199,15 @@ RgbImage rgb_image(const minicpmv_image * image, const std::string & what) {
     return RgbImage(size, std::move(pixels));
 }
 
-void require_vision(const minicpmv_session & s) {
-    if (s.model->vision() == nullptr) {
-        throw ApiError{MINICPMV_ERR_UNSUPPORTED,
-                       "this model has no vision (mmproj) file: pass mmproj_path to minicpmv_model_load to add images"};
-    }
-}
-
 void add_images(minicpmv_session & s, const minicpmv_image * images, size_t n, bool video) {
-    require_vision(s);
     std::vector<RgbImage> copies;
     copies.reserve(n);
     for (size_t i = 0; i < n; ++i) copies.push_back(rgb_image(images + i, video ? "frame " + std::to_string(i) : "image"));
-    for (RgbImage & image : copies) {
-        s.pending.parts.push_back({"", static_cast<int32_t>(s.images.size() + s.pending_images.size())});
-        s.pending_images.push_back(std::move(image));
+    if (video) {
+        s.conversation->add_video_frames(std::move(copies));
+    } else {
+        s.conversation->add_image(std::move(copies.front()));
     }
-    if (video) s.pending_video = true;
 }
 
 GenerateParams generate_params(const minicpmv_generate_params & c) {
@@ -252,12 +234,6 @@ GenerateParams generate_params(const minicpmv_generate_params & c) {
         validate(b);
     } else {
         validate(p.sampling);
-    }
-    if (c.max_slice_nums < 0) {
-        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "max_slice_nums must be 0 (automatic) or >= 1, got " + std::to_string(c.max_slice_nums)};
-    }
-    if (c.use_image_id < -1 || c.use_image_id > 1) {
-        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "use_image_id must be -1 (automatic), 0 or 1, got " + std::to_string(c.use_image_id)};
     }
     return p;
 }
@@ -301,6 +277,29 @@ const char * minicpmv_status_string(minicpmv_status status) {
 const char * minicpmv_last_error(void) { return t_last_error.c_str(); }
 
 const char * minicpmv_version(void) { return "0.1.0"; }
+
+void minicpmv_log_set(minicpmv_log_callback callback, void * user_data) {
+    static_assert(static_cast<int>(LogLevel::error) == MINICPMV_LOG_ERROR, "log levels must match");
+    struct Forward {
+        minicpmv_log_callback callback;
+        void * user_data;
+    };
+    try {
+        if (callback == nullptr) {
+            set_log_callback(nullptr, nullptr);
+            return;
+        }
+        // Never freed: a message in flight may still use the previous one (core/log.h); a few bytes per call.
+        auto * forward = new Forward{callback, user_data};
+        set_log_callback(
+            [](LogLevel level, const char * text, void * data) {
+                const auto * f = static_cast<const Forward *>(data);
+                f->callback(static_cast<minicpmv_log_level>(level), text, f->user_data);
+            },
+            forward);
+    } catch (...) {  // out of memory: logging stays as it was
+    }
+}
 
 int32_t minicpmv_device_count(void) {
     try {
@@ -402,7 +401,7 @@ minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpm
         sp.kv_type = c.kv_type == MINICPMV_KV_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
         auto handle = std::make_unique<minicpmv_session>();
         handle->model = m->model;
-        handle->session = std::make_unique<Session>(*handle->model, sp);
+        handle->conversation = std::make_unique<Conversation>(*handle->model, sp);
         register_handle(handle.get(), Kind::session);
         *out = handle.release();
     });
@@ -434,14 +433,14 @@ const char * minicpmv_session_error(const minicpmv_session * session) {
 
 minicpmv_status minicpmv_session_set_system_prompt(minicpmv_session * session, const char * text) {
     return on_session("minicpmv_session_set_system_prompt", session, [&](minicpmv_session & s) {
-        s.system_prompt = text == nullptr ? "" : text;
+        s.conversation->set_system_prompt(text == nullptr ? "" : text);
     });
 }
 
 minicpmv_status minicpmv_session_add_text(minicpmv_session * session, const char * text) {
     return on_session("minicpmv_session_add_text", session, [&](minicpmv_session & s) {
         if (text == nullptr) throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "text is NULL"};
-        s.pending.parts.push_back({text, -1});
+        s.conversation->add_text(text);
     });
 }
 
@@ -461,20 +460,13 @@ minicpmv_status minicpmv_session_add_video_frames(minicpmv_session * session, co
 
 minicpmv_status minicpmv_session_clear_pending(minicpmv_session * session) {
     return on_session("minicpmv_session_clear_pending", session, [&](minicpmv_session & s) {
-        s.pending.parts.clear();
-        s.pending_images.clear();
-        s.pending_video = false;
+        s.conversation->clear_pending();
     });
 }
 
 minicpmv_status minicpmv_session_reset(minicpmv_session * session) {
     return on_session("minicpmv_session_reset", session, [&](minicpmv_session & s) {
-        s.turns.clear();
-        s.images.clear();
-        s.pending.parts.clear();
-        s.pending_images.clear();
-        s.has_video = s.pending_video = false;
-        s.reply.clear();
+        s.conversation->reset();
     });
 }
 
@@ -484,7 +476,7 @@ int32_t minicpmv_session_n_turns(const minicpmv_session * session) {
         set_last_error("minicpmv_session_n_turns", handle_problem(session, Kind::session).c_str());
         return -1;
     }
-    return static_cast<int32_t>(s->turns.size());
+    return s->conversation->n_turns();
 }
 
 minicpmv_generate_params minicpmv_generate_default_params(void) {
@@ -513,28 +505,10 @@ minicpmv_status minicpmv_session_generate(minicpmv_session * session, const mini
     return on_session("minicpmv_session_generate", session, [&](minicpmv_session & s) {
         const minicpmv_generate_params c = params != nullptr ? *params : minicpmv_generate_default_params();
         const GenerateParams gp = generate_params(c);
-        if (s.pending.parts.empty()) {
+        if (!s.conversation->has_pending()) {
             throw ApiError{MINICPMV_ERR_STATE, "there is no pending user message: add text or images first"};
         }
         if (cancel_requested(c.cancel)) throw ApiError{MINICPMV_ERR_CANCELLED, "*cancel was set before the generation began"};
-
-        // The whole conversation, as HF chat() renders msgs (spec §7); the session reuses its prefix.
-        const bool video = s.has_video || s.pending_video;
-        PromptOptions options;
-        options.use_image_id = c.use_image_id == -1 ? !video : c.use_image_id == 1;
-        options.slicing.max_slice_nums = c.max_slice_nums != 0 ? c.max_slice_nums : video ? 2 : default_slicing_params().max_slice_nums;
-        if (const VisionModel * vision = s.model->vision()) {
-            options.n_query = vision->config().n_query;
-            options.slicing.scale_resolution = vision->config().image_size;
-            options.slicing.patch_size = vision->config().patch_size;
-        }
-        std::vector<ChatTurn> turns;
-        if (!s.system_prompt.empty()) turns.push_back({"system", {{s.system_prompt, -1}}});
-        turns.insert(turns.end(), s.turns.begin(), s.turns.end());
-        turns.push_back(s.pending);
-        std::vector<RgbImage> images = s.images;
-        images.insert(images.end(), s.pending_images.begin(), s.pending_images.end());
-        const Prompt prompt = chatml_prompt(s.model->tokenizer(), turns, std::move(images), options);
 
         PieceCallback cb;
         if (on_piece != nullptr || c.cancel != nullptr) {
@@ -543,18 +517,7 @@ minicpmv_status minicpmv_session_generate(minicpmv_session * session, const mini
                 return go && !cancel_requested(c.cancel);
             };
         }
-        const GenerateResult r = s.session->generate(prompt, gp, cb);
-
-        // Commit the turn only now: a failure above leaves the conversation as it was.
-        std::string reply = r.text;
-        s.turns.push_back(std::move(s.pending));
-        s.turns.push_back({"assistant", {{reply, -1}}});
-        s.pending = ChatTurn{"user", {}};
-        for (RgbImage & image : s.pending_images) s.images.push_back(std::move(image));
-        s.pending_images.clear();
-        s.has_video = video;
-        s.pending_video = false;
-        s.reply = std::move(reply);
+        const GenerateResult r = s.conversation->generate(gp, ChatOptions{c.max_slice_nums, c.use_image_id}, cb);
         if (result != nullptr) {
             result->stop_reason = stop_reason_of(r.stop_reason);
             result->n_tokens = static_cast<int32_t>(r.tokens.size());
@@ -573,5 +536,5 @@ const char * minicpmv_session_reply(const minicpmv_session * session) {
         set_last_error("minicpmv_session_reply", handle_problem(session, Kind::session).c_str());
         return nullptr;
     }
-    return s->reply.c_str();
+    return s->conversation->reply().c_str();
 }

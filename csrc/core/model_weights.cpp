@@ -80,31 +80,6 @@ void release_mapped_pages(const void * data, size_t size) {
     if (end > begin) madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }
 
-// ggml's repack reports each tensor at debug level through its process-wide logger (stderr by
-// default); the library prints nothing (STYLE.md §13), so debug lines are dropped while it repacks
-// and everything else still reaches the logger that was installed.
-class DropGgmlDebugLog {
-  public:
-    DropGgmlDebugLog() {
-        ggml_log_get(&previous_, &previous_data_);
-        ggml_log_set(&filter, this);
-    }
-    ~DropGgmlDebugLog() { ggml_log_set(previous_, previous_data_); }
-    DropGgmlDebugLog(const DropGgmlDebugLog &) = delete;
-    DropGgmlDebugLog & operator=(const DropGgmlDebugLog &) = delete;
-
-  private:
-    static void filter(ggml_log_level level, const char * text, void * data) {
-        auto * self = static_cast<DropGgmlDebugLog *>(data);
-        if (level != GGML_LOG_LEVEL_CONT) self->dropping_ = level == GGML_LOG_LEVEL_DEBUG;
-        if (!self->dropping_ && self->previous_ != nullptr) self->previous_(level, text, self->previous_data_);
-    }
-
-    ggml_log_callback previous_ = nullptr;
-    void * previous_data_ = nullptr;
-    bool dropping_ = false;
-};
-
 // Matrices that ggml_get_rows reads (embedding tables): a repacked layout has no row lookup.
 bool is_lookup_table(const std::string & name) { return name == "token_embd.weight" || name == "v.position_embd.weight"; }
 
@@ -147,7 +122,6 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
                     if (repacked_ == nullptr) throw Error(ErrorCode::io, file.path() + ": out of memory for the repacked weights");
                     ggml_backend_buffer_set_usage(repacked_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
                     ggml_tallocr alloc = ggml_tallocr_new(repacked_);
-                    DropGgmlDebugLog quiet;
                     for (ggml_tensor * t : packed) {
                         if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
                             throw Error(ErrorCode::io, file.path() + ": cannot allocate '" + ggml_get_name(t) + "'");

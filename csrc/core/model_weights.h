@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -38,5 +39,25 @@ class Weights {
     ggml_backend_buffer_t repacked_ = nullptr;  // CPU only: matrices interleaved for ggml's GEMM kernels
     size_t size_bytes_ = 0;
 };
+
+// A model part lists its tensors once (gemma.cpp's ForEachTensor): `for_each(part, visit)` calls
+// visit(spec, slot) for every tensor, `slot` being where the part keeps it. The loader's table and
+// the binding of the loaded tensors are two walks over that one list.
+using TensorVisitor = std::function<void(const WeightSpec & spec, ggml_tensor *& slot)>;
+
+template <class Part, class ForEach>
+std::vector<WeightSpec> weight_table(ForEach && for_each) {
+    Part part{};
+    std::vector<WeightSpec> table;
+    for_each(part, [&](const WeightSpec & spec, ggml_tensor *&) { table.push_back(spec); });
+    return table;
+}
+
+template <class Part, class ForEach>
+Part bind_weights(const Weights & weights, ForEach && for_each) {
+    Part part{};
+    for_each(part, [&](const WeightSpec & spec, ggml_tensor *& slot) { slot = weights.get(spec.name); });
+    return part;
+}
 
 }  // namespace minicpmv

@@ -106,6 +106,25 @@ MINICPMV_API const char * minicpmv_last_error(void);
 MINICPMV_API const char * minicpmv_version(void);
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Logging                                                                                        */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef enum minicpmv_log_level {
+    MINICPMV_LOG_DEBUG = 0, /* ggml's own messages, and details */
+    MINICPMV_LOG_INFO = 1,  /* what was loaded: sizes, device, time */
+    MINICPMV_LOG_WARN = 2,
+    MINICPMV_LOG_ERROR = 3
+} minicpmv_log_level;
+
+/* Receives one message (UTF-8, NUL-terminated, no trailing newline), valid during the call only. It
+ * may be called from any thread, including ggml's workers, and must not call minicpmv functions. */
+typedef void (*minicpmv_log_callback)(minicpmv_log_level level, const char * text, void * user_data);
+
+/* Sends the library's messages, and ggml's, to `callback` (NULL: silence, the default: the library
+ * prints nothing by itself). Process-wide; safe to call from any thread at any time. */
+MINICPMV_API void minicpmv_log_set(minicpmv_log_callback callback, void * user_data);
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Devices: whatever the linked ggml was built with (CPU; Metal, Vulkan, CUDA in app builds)      */
 /* ---------------------------------------------------------------------------------------------- */
 

@@ -10,45 +10,29 @@
 
 namespace minicpmv {
 
-std::vector<WeightSpec> decoder_weight_table(const LlmConfig & c) {
+void for_each_decoder_tensor(const LlmConfig & c, DecoderWeights & d, const TensorVisitor & visit) {
     const int64_t n_embd = c.n_embd;
     const int64_t n_embd_kv = static_cast<int64_t>(c.head_dim) * c.n_head_kv;
-    std::vector<WeightSpec> t = {
-        {"token_embd.weight", {n_embd, c.n_vocab}},
-        {"output_norm.weight", {n_embd}, true},
-        {"output.weight", {n_embd, c.n_vocab}},
-    };
+    visit({"token_embd.weight", {n_embd, c.n_vocab}}, d.token_embd);
+    visit({"output_norm.weight", {n_embd}, true}, d.output_norm);
+    visit({"output.weight", {n_embd, c.n_vocab}}, d.output);
+    d.layers.resize(static_cast<size_t>(c.n_layer));
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
-        t.push_back({p + "attn_norm.weight", {n_embd}, true});
-        t.push_back({p + "attn_q.weight", {n_embd, n_embd}});
-        t.push_back({p + "attn_q.bias", {n_embd}, true});
-        t.push_back({p + "attn_k.weight", {n_embd, n_embd_kv}});
-        t.push_back({p + "attn_k.bias", {n_embd_kv}, true});
-        t.push_back({p + "attn_v.weight", {n_embd, n_embd_kv}});
-        t.push_back({p + "attn_v.bias", {n_embd_kv}, true});
-        t.push_back({p + "attn_output.weight", {n_embd, n_embd}});
-        t.push_back({p + "ffn_norm.weight", {n_embd}, true});
-        t.push_back({p + "ffn_gate.weight", {n_embd, c.n_ff}});
-        t.push_back({p + "ffn_up.weight", {n_embd, c.n_ff}});
-        t.push_back({p + "ffn_down.weight", {c.n_ff, n_embd}});
+        DecoderLayer & L = d.layers[static_cast<size_t>(il)];
+        visit({p + "attn_norm.weight", {n_embd}, true}, L.attn_norm);
+        visit({p + "attn_q.weight", {n_embd, n_embd}}, L.wq);
+        visit({p + "attn_q.bias", {n_embd}, true}, L.bq);
+        visit({p + "attn_k.weight", {n_embd, n_embd_kv}}, L.wk);
+        visit({p + "attn_k.bias", {n_embd_kv}, true}, L.bk);
+        visit({p + "attn_v.weight", {n_embd, n_embd_kv}}, L.wv);
+        visit({p + "attn_v.bias", {n_embd_kv}, true}, L.bv);
+        visit({p + "attn_output.weight", {n_embd, n_embd}}, L.wo);
+        visit({p + "ffn_norm.weight", {n_embd}, true}, L.ffn_norm);
+        visit({p + "ffn_gate.weight", {n_embd, c.n_ff}}, L.ffn_gate);
+        visit({p + "ffn_up.weight", {n_embd, c.n_ff}}, L.ffn_up);
+        visit({p + "ffn_down.weight", {c.n_ff, n_embd}}, L.ffn_down);
     }
-    return t;
-}
-
-DecoderWeights bind_decoder_weights(const Weights & w, const LlmConfig & c) {
-    DecoderWeights d;
-    d.token_embd = w.get("token_embd.weight");
-    d.output_norm = w.get("output_norm.weight");
-    d.output = w.get("output.weight");
-    for (int il = 0; il < c.n_layer; ++il) {
-        const std::string p = "blk." + std::to_string(il) + ".";
-        d.layers.push_back({w.get(p + "attn_norm.weight"), w.get(p + "attn_q.weight"), w.get(p + "attn_q.bias"),
-                            w.get(p + "attn_k.weight"), w.get(p + "attn_k.bias"), w.get(p + "attn_v.weight"),
-                            w.get(p + "attn_v.bias"), w.get(p + "attn_output.weight"), w.get(p + "ffn_norm.weight"),
-                            w.get(p + "ffn_gate.weight"), w.get(p + "ffn_up.weight"), w.get(p + "ffn_down.weight")});
-    }
-    return d;
 }
 
 namespace {

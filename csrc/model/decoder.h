@@ -38,8 +38,8 @@ struct DecoderWeights {
     ggml_tensor * output;
 };
 
-std::vector<WeightSpec> decoder_weight_table(const LlmConfig & config);
-DecoderWeights bind_decoder_weights(const Weights & weights, const LlmConfig & config);
+// Every tensor of the decoder (llama.cpp's names and shapes) and its slot in `d`.
+void for_each_decoder_tensor(const LlmConfig & config, DecoderWeights & d, const TensorVisitor & visit);
 
 // One forward pass: n_tokens new positions in each of n_slots cache slots, all slots starting at
 // position n_past. Input is either token ids (embedded here) or ready embeddings (image positions).

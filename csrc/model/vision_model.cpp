@@ -66,53 +66,57 @@ bool ffn_names_swapped(const GgufFile & f, const VisionConfig & c) {
     return down != nullptr && down->ne[0] == c.n_embd && c.n_embd != c.n_ff;
 }
 
-std::vector<WeightSpec> vision_weight_table(const VisionConfig & c, bool swapped) {
+// Every tensor of the vision file (llama.cpp's clip names) and its slot in `v`.
+void for_each_vision_tensor(const VisionConfig & c, bool swapped, VisionWeights & v, const TensorVisitor & visit) {
     const int64_t C = c.n_embd, F = c.n_ff, E = c.embed, p = c.patch_size;
     const int64_t n_pos = static_cast<int64_t>(c.pos_side) * c.pos_side;
     const std::string fc1 = swapped ? "ffn_down" : "ffn_up";
     const std::string fc2 = swapped ? "ffn_up" : "ffn_down";
-    std::vector<WeightSpec> t = {
-        {"v.patch_embd.weight", {p, p, 3, C}},
-        {"v.patch_embd.bias", {C}, true},
-        {"v.position_embd.weight", {C, n_pos}},
-        {"v.post_ln.weight", {C}, true},
-        {"v.post_ln.bias", {C}, true},
-        {"resampler.query", {E, c.n_query}, true},
-        {"resampler.kv.weight", {C, E}},
-        {"resampler.ln_q.weight", {E}, true},
-        {"resampler.ln_q.bias", {E}, true},
-        {"resampler.ln_kv.weight", {E}, true},
-        {"resampler.ln_kv.bias", {E}, true},
-        {"resampler.ln_post.weight", {E}, true},
-        {"resampler.ln_post.bias", {E}, true},
-        {"resampler.attn.q.weight", {E, E}},
-        {"resampler.attn.q.bias", {E}, true},
-        {"resampler.attn.k.weight", {E, E}},
-        {"resampler.attn.k.bias", {E}, true},
-        {"resampler.attn.v.weight", {E, E}},
-        {"resampler.attn.v.bias", {E}, true},
-        {"resampler.attn.out.weight", {E, E}},
-        {"resampler.attn.out.bias", {E}, true},
-        {"resampler.proj.weight", {E, E}},
-        // llama.cpp requires this table at load time; we compute the embedding directly (spec §5).
-        {"resampler.pos_embed_k", {E, n_pos}},
-    };
+    visit({"v.patch_embd.weight", {p, p, 3, C}}, v.patch_w);
+    visit({"v.patch_embd.bias", {C}, true}, v.patch_b);
+    visit({"v.position_embd.weight", {C, n_pos}}, v.pos_embd);
+    visit({"v.post_ln.weight", {C}, true}, v.post_ln_w);
+    visit({"v.post_ln.bias", {C}, true}, v.post_ln_b);
+    v.layers.resize(static_cast<size_t>(c.n_layer));
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string b = "v.blk." + std::to_string(il) + ".";
-        for (const char * n : {"attn_q", "attn_k", "attn_v", "attn_out"}) {
-            t.push_back({b + n + ".weight", {C, C}});
-            t.push_back({b + n + ".bias", {C}, true});
-        }
-        for (const char * n : {"ln1", "ln2"}) {
-            t.push_back({b + n + ".weight", {C}, true});
-            t.push_back({b + n + ".bias", {C}, true});
-        }
-        t.push_back({b + fc1 + ".weight", {C, F}});
-        t.push_back({b + fc1 + ".bias", {F}, true});
-        t.push_back({b + fc2 + ".weight", {F, C}});
-        t.push_back({b + fc2 + ".bias", {C}, true});
+        VisionLayer & L = v.layers[static_cast<size_t>(il)];
+        visit({b + "ln1.weight", {C}, true}, L.ln1_w);
+        visit({b + "ln1.bias", {C}, true}, L.ln1_b);
+        visit({b + "attn_q.weight", {C, C}}, L.q_w);
+        visit({b + "attn_q.bias", {C}, true}, L.q_b);
+        visit({b + "attn_k.weight", {C, C}}, L.k_w);
+        visit({b + "attn_k.bias", {C}, true}, L.k_b);
+        visit({b + "attn_v.weight", {C, C}}, L.v_w);
+        visit({b + "attn_v.bias", {C}, true}, L.v_b);
+        visit({b + "attn_out.weight", {C, C}}, L.out_w);
+        visit({b + "attn_out.bias", {C}, true}, L.out_b);
+        visit({b + "ln2.weight", {C}, true}, L.ln2_w);
+        visit({b + "ln2.bias", {C}, true}, L.ln2_b);
+        visit({b + fc1 + ".weight", {C, F}}, L.fc1_w);
+        visit({b + fc1 + ".bias", {F}, true}, L.fc1_b);
+        visit({b + fc2 + ".weight", {F, C}}, L.fc2_w);
+        visit({b + fc2 + ".bias", {C}, true}, L.fc2_b);
     }
-    return t;
+    visit({"resampler.query", {E, c.n_query}, true}, v.query);
+    visit({"resampler.kv.weight", {C, E}}, v.kv_w);
+    visit({"resampler.ln_q.weight", {E}, true}, v.ln_q_w);
+    visit({"resampler.ln_q.bias", {E}, true}, v.ln_q_b);
+    visit({"resampler.ln_kv.weight", {E}, true}, v.ln_kv_w);
+    visit({"resampler.ln_kv.bias", {E}, true}, v.ln_kv_b);
+    visit({"resampler.attn.q.weight", {E, E}}, v.attn_q_w);
+    visit({"resampler.attn.q.bias", {E}, true}, v.attn_q_b);
+    visit({"resampler.attn.k.weight", {E, E}}, v.attn_k_w);
+    visit({"resampler.attn.k.bias", {E}, true}, v.attn_k_b);
+    visit({"resampler.attn.v.weight", {E, E}}, v.attn_v_w);
+    visit({"resampler.attn.v.bias", {E}, true}, v.attn_v_b);
+    visit({"resampler.attn.out.weight", {E, E}}, v.attn_out_w);
+    visit({"resampler.attn.out.bias", {E}, true}, v.attn_out_b);
+    visit({"resampler.ln_post.weight", {E}, true}, v.ln_post_w);
+    visit({"resampler.ln_post.bias", {E}, true}, v.ln_post_b);
+    visit({"resampler.proj.weight", {E, E}}, v.proj);
+    // llama.cpp requires this table at load time; the graphs compute the embedding directly (§5).
+    visit({"resampler.pos_embed_k", {E, n_pos}}, v.pos_embed_k);
 }
 
 }  // namespace
@@ -122,41 +126,9 @@ VisionModel::VisionModel(const std::string & mmproj_path, ggml_backend_dev_t dev
     file_ = std::make_unique<GgufFile>(mmproj_path);
     config_ = read_vision_config(*file_, expected_embed);
     const bool swapped = ffn_names_swapped(*file_, config_);
-    storage_ = std::make_unique<Weights>(*file_, vision_weight_table(config_, swapped), device, cpu_repack, use_mmap);
-    const Weights & w = *storage_;
-    VisionWeights & v = weights_;
-    v.patch_w = w.get("v.patch_embd.weight");
-    v.patch_b = w.get("v.patch_embd.bias");
-    v.pos_embd = w.get("v.position_embd.weight");
-    v.post_ln_w = w.get("v.post_ln.weight");
-    v.post_ln_b = w.get("v.post_ln.bias");
-    const std::string fc1 = swapped ? "ffn_down" : "ffn_up";
-    const std::string fc2 = swapped ? "ffn_up" : "ffn_down";
-    for (int il = 0; il < config_.n_layer; ++il) {
-        const std::string b = "v.blk." + std::to_string(il) + ".";
-        v.layers.push_back({w.get(b + "ln1.weight"), w.get(b + "ln1.bias"), w.get(b + "attn_q.weight"), w.get(b + "attn_q.bias"),
-                            w.get(b + "attn_k.weight"), w.get(b + "attn_k.bias"), w.get(b + "attn_v.weight"),
-                            w.get(b + "attn_v.bias"), w.get(b + "attn_out.weight"), w.get(b + "attn_out.bias"),
-                            w.get(b + "ln2.weight"), w.get(b + "ln2.bias"), w.get(b + fc1 + ".weight"),
-                            w.get(b + fc1 + ".bias"), w.get(b + fc2 + ".weight"), w.get(b + fc2 + ".bias")});
-    }
-    v.query = w.get("resampler.query");
-    v.kv_w = w.get("resampler.kv.weight");
-    v.ln_q_w = w.get("resampler.ln_q.weight");
-    v.ln_q_b = w.get("resampler.ln_q.bias");
-    v.ln_kv_w = w.get("resampler.ln_kv.weight");
-    v.ln_kv_b = w.get("resampler.ln_kv.bias");
-    v.attn_q_w = w.get("resampler.attn.q.weight");
-    v.attn_q_b = w.get("resampler.attn.q.bias");
-    v.attn_k_w = w.get("resampler.attn.k.weight");
-    v.attn_k_b = w.get("resampler.attn.k.bias");
-    v.attn_v_w = w.get("resampler.attn.v.weight");
-    v.attn_v_b = w.get("resampler.attn.v.bias");
-    v.attn_out_w = w.get("resampler.attn.out.weight");
-    v.attn_out_b = w.get("resampler.attn.out.bias");
-    v.ln_post_w = w.get("resampler.ln_post.weight");
-    v.ln_post_b = w.get("resampler.ln_post.bias");
-    v.proj = w.get("resampler.proj.weight");
+    auto tensors = [&](VisionWeights & v, const TensorVisitor & visit) { for_each_vision_tensor(config_, swapped, v, visit); };
+    storage_ = std::make_unique<Weights>(*file_, weight_table<VisionWeights>(tensors), device, cpu_repack, use_mmap);
+    weights_ = bind_weights<VisionWeights>(*storage_, tensors);
 }
 
 VisionModel::~VisionModel() = default;

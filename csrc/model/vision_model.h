@@ -73,6 +73,7 @@ struct VisionWeights {
     ggml_tensor * ln_post_w;
     ggml_tensor * ln_post_b;
     ggml_tensor * proj;  // stored transposed: mul_mat(proj, x) = x @ proj
+    ggml_tensor * pos_embed_k;  // llama.cpp's 70×70 key-position table; unused (computed per grid)
 };
 
 class VisionModel {

@@ -9,11 +9,12 @@ from ._core import (
     ModelFormatError,
     UnsupportedError,
 )
-from . import video
-from .model import Model
+from . import _logging, video
+from .model import Conversation, Model
 
 __all__ = [
     "Model",
+    "Conversation",
     "video",
     "MinicpmvError",
     "InvalidArgumentError",

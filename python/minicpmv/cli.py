@@ -12,18 +12,16 @@ import sys
 from pathlib import Path
 
 from . import _core, video
-from .model import _BEAMS, _MAX_SLICE_NUMS, _SAMPLING, _SESSION, Model
+from .model import _GENERATE, _MODEL, _SESSION, Model
 
 
 def _chat(args: argparse.Namespace) -> int:
     model = Model(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
                   use_mmap=not args.no_mmap)
     content = [Path(p) for p in args.image]
-    max_slice_nums, use_image_id = args.max_slice_nums, None
     if args.video:
-        # The model card's video recipe (spec §7): frames without ids, at most 2 slices each.
-        content += video.load_frames(args.video, max_frames=args.max_frames)
-        max_slice_nums, use_image_id = args.max_slice_nums or 2, False
+        # Frames at 1 frame/s; the core lays them out as the model card's video chat does.
+        content.append({"type": "video", "video": video.load_frames(args.video, max_frames=args.max_frames)})
     msgs = [{"role": "user", "content": content + [args.prompt]}]
     sampling = not args.beam_search and not args.greedy
     options = dict(
@@ -36,8 +34,7 @@ def _chat(args: argparse.Namespace) -> int:
         repetition_penalty=1.0 if args.greedy and args.repetition_penalty is None else args.repetition_penalty,
         num_beams=1 if args.greedy else args.num_beams,
         seed=args.seed,
-        max_slice_nums=max_slice_nums,
-        use_image_id=use_image_id,
+        max_slice_nums=args.max_slice_nums,
     )
     if sampling or args.greedy:
         for piece in model.chat(msgs, stream=True, **options):
@@ -59,22 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
     chat.add_argument("--video", default=None, help="a video file: sampled at 1 frame/s (PyAV)")
     chat.add_argument("--max-frames", type=int, default=64)
-    chat.add_argument("--max-slice-nums", type=int, default=None, help=f"slices per image (default {_MAX_SLICE_NUMS}, video 2)")
-    chat.add_argument("-n", "--max-new-tokens", type=int, default=2048)
-    chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION["n_ctx"])
+    chat.add_argument("--max-slice-nums", type=int, default=None, help=f"slices per image (default {_core.default_slice_nums()}, video 2)")
+    chat.add_argument("-n", "--max-new-tokens", type=int, default=_GENERATE.max_new_tokens)
+    chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION.n_ctx)
     chat.add_argument("-t", "--threads", type=int, default=None)
-    chat.add_argument("--device", default=_core.default_device())
+    chat.add_argument("--device", default=_MODEL.device)
     chat.add_argument("--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)")
     chat.add_argument("--system-prompt", default="")
-    chat.add_argument("--temperature", type=float, default=_SAMPLING["temperature"])
-    chat.add_argument("--top-p", type=float, default=_SAMPLING["top_p"])
-    chat.add_argument("--top-k", type=int, default=_SAMPLING["top_k"])
+    chat.add_argument("--temperature", type=float, default=_GENERATE.sampling.temperature)
+    chat.add_argument("--top-p", type=float, default=_GENERATE.sampling.top_p)
+    chat.add_argument("--top-k", type=int, default=_GENERATE.sampling.top_k)
     chat.add_argument("--repetition-penalty", type=float, default=None)
     chat.add_argument("--seed", type=int, default=None)
     mode = chat.add_mutually_exclusive_group()
     mode.add_argument("--beam-search", action="store_true", help="HF chat(sampling=False): beam search")
     mode.add_argument("--greedy", action="store_true", help="plain greedy decoding")
-    chat.add_argument("--num-beams", type=int, default=_BEAMS["num_beams"])
+    chat.add_argument("--num-beams", type=int, default=_GENERATE.beam.num_beams)
     args = parser.parse_args(argv)
     try:
         return _chat(args)

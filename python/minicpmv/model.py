@@ -20,15 +20,9 @@ from . import _core
 
 
 
-def _shortest(params: dict) -> dict:
-    # The core stores float32: show 0.7, not 0.699999988 (both convert back to the same float32).
-    return {k: float(f"{v:.7g}") if isinstance(v, float) else v for k, v in params.items()}
-
-
-_SAMPLING = _shortest(_core.default_sampling_params())  # HF chat(sampling=True)
-_BEAMS = _shortest(_core.default_beam_search_params())  # HF chat(sampling=False)
-_SESSION = _core.default_session_params()
-_MAX_SLICE_NUMS = 9  # HF MiniCPMVImageProcessor's default
+_MODEL = _core.ModelParams()
+_SESSION = _core.SessionParams()
+_GENERATE = _core.GenerateParams()  # HF chat(sampling=True); .beam: HF chat(sampling=False)
 # chat()'s keyword arguments past HF's named ones: its generation options, and ours.
 _CHAT_OPTIONS = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "num_beams", "length_penalty",
                  "do_sample", "seed"}  # fmt: skip
@@ -107,13 +101,15 @@ def _content_part(part, where: str):
             if key in part:
                 return _as_rgb(part[key], where) if key == "image" else _image_from_url(os.fspath(part[key]), where)
         raise _core.InvalidArgumentError(f"{where}: an image part needs 'image', 'url' or 'path'")
-    raise _core.InvalidArgumentError(f"{where}: unknown content part type {kind!r} (expected 'text', 'image_url' or 'image')")
+    raise _core.InvalidArgumentError(f"{where}: unknown content part type {kind!r} (expected 'text', 'image_url', 'image' or 'video')")
 
 
-def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, list]]:
-    """HF chat()'s message checks (spec §7): user/assistant turns, the first from the user, content a
-    string or a list of strings, images and OpenAI-style parts; a non-empty system_prompt, or an
-    OpenAI-style leading system message, becomes a system turn."""
+def _turns_from_msgs(msgs, image, system_prompt: str) -> tuple[list[tuple[str, list]], bool]:
+    """HF chat()'s message checks (docs/model.md §7): user/assistant turns, the first from the user,
+    content a string or a list of strings, images and OpenAI-style parts; a non-empty system_prompt,
+    or an OpenAI-style leading system message, becomes a system turn. Also whether some part is a
+    video ({"type": "video", "video": path or frames}): the core then lays frames out as the model
+    card does unless max_slice_nums / use_image_id say otherwise."""
     if isinstance(msgs, dict) or not isinstance(msgs, Sequence) or isinstance(msgs, (str, bytes)):
         raise _core.InvalidArgumentError("msgs must be a list of {'role': ..., 'content': ...} dicts")
     if not isinstance(system_prompt, str):
@@ -131,7 +127,7 @@ def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, list]]:
         first = 0
     if len(msgs) == 0:
         raise _core.InvalidArgumentError("msgs is empty: give at least one user message")
-    turns = []
+    turns, video = [], False
     for i, msg in enumerate(msgs, start=first):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise _core.InvalidArgumentError(f"msgs[{i}] must be a dict with 'role' and 'content'")
@@ -147,79 +143,105 @@ def _turns_from_msgs(msgs, image, system_prompt: str) -> list[tuple[str, list]]:
             raise _core.InvalidArgumentError(
                 f"msgs[{i}]: content must be a string or a list of parts, got {type(content).__name__}"
             )
-        parts = [content] if isinstance(content, str) else content
-        turns.append((role, [_content_part(p, f"msgs[{i}] item {j}") for j, p in enumerate(parts)]))
+        parts = []
+        for j, part in enumerate([content] if isinstance(content, str) else content):
+            if isinstance(part, dict) and part.get("type") == "video":
+                parts += _video_frames(part.get("video"), f"msgs[{i}] item {j}")
+                video = True
+            else:
+                parts.append(_content_part(part, f"msgs[{i}] item {j}"))
+        turns.append((role, parts))
     if system_prompt:
         turns.insert(0, ("system", [system_prompt]))
-    return turns
+    return turns, video
 
 
-class Model:
-    """A MiniCPM-V 2.6 model loaded from GGUF.
+def _video_frames(frames, where: str) -> list:
+    """A video part's frames: a file (sampled as the model card does, video.load_frames) or images."""
+    if isinstance(frames, (str, os.PathLike)):
+        from .video import load_frames
 
-    ``Model("ggml-model-Q4_K_M.gguf")`` loads the language model; the conversation state (KV cache)
-    lives in the object, so successive ``chat()`` calls that extend the same conversation reuse it.
+        try:
+            frames = load_frames(frames)
+        except (OSError, ValueError) as exc:
+            raise _core.InvalidArgumentError(f"{where}: not a readable video ({exc})") from None
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise _core.InvalidArgumentError(f"{where}: a video part needs 'video': a file path or a non-empty list of frames")
+    return [_as_rgb(frame, f"{where} frame {k}") for k, frame in enumerate(frames)]
+
+
+def _generate_params(sampling: bool, max_new_tokens, options: dict) -> _core.GenerateParams:
+    """The core's parameters for HF chat(sampling=..., **options): the sampling or beam-search
+    defaults, overridden by the options given (HF ignores those of the other mode, so does this)."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    p = _core.GenerateParams()
+    p.max_new_tokens = max_new_tokens
+    p.beam_search = not sampling
+    seed = options.get("seed")
+    p.sampling.seed = int.from_bytes(os.urandom(8), "little") if seed is None else seed
+    if sampling:
+        for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
+            if name in options:
+                setattr(p.sampling, name, options[name])
+        if options.get("do_sample") is False:  # HF: greedy search under sampling=True
+            p.sampling.temperature = 0.0
+    else:
+        for name in ("num_beams", "repetition_penalty", "length_penalty"):
+            if name in options:
+                setattr(p.beam, name, options[name])
+    return p
+
+
+def _chat_options(max_slice_nums, use_image_id) -> _core.ChatOptions:
+    """None leaves the choice to the core: HF's defaults (9 slices, image ids on), or the model card's
+    video settings for a conversation of video frames."""
+    o = _core.ChatOptions()
+    if max_slice_nums is not None:
+        if not isinstance(max_slice_nums, int) or isinstance(max_slice_nums, bool) or max_slice_nums < 1:
+            raise _core.InvalidArgumentError(f"max_slice_nums must be a positive integer, got {max_slice_nums!r}")
+        o.max_slice_nums = max_slice_nums
+    if use_image_id is not None:
+        o.use_image_id = int(bool(use_image_id))
+    return o
+
+
+def _session_params(n_ctx=None, n_batch=None, n_threads=None, kv_cache_type=None) -> _core.SessionParams:
+    params = _core.SessionParams()
+    for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _core.InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+            setattr(params, name, value)
+    if n_threads is not None:
+        if not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1:
+            raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+        params.n_threads = n_threads
+    if kv_cache_type is not None:
+        params.kv_cache_type = kv_cache_type
+    return params
+
+
+class Conversation:
+    """One conversation over a loaded :class:`Model`, with its own KV cache: ``model.conversation()``.
+
+    Conversations share the model's weights and may run on different threads at once; one
+    conversation serves one call at a time. ``chat()`` takes the whole conversation each call (HF's
+    ``msgs``); what it shares with the previous call is reused from the cache, images included.
     """
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        mmproj_path: str | os.PathLike | None = None,
-        n_ctx: int = _SESSION["n_ctx"],
-        n_threads: int | None = None,
-        n_batch: int = _SESSION["n_batch"],
-        device: str = _core.default_device(),
-        kv_cache_type: str = _SESSION["kv_cache_type"],
-        cpu_repack: bool = False,
-        use_mmap: bool = True,
-    ):
-        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
-            if not isinstance(value, int) or value < 1:
-                raise _core.InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
-            raise _core.InvalidArgumentError(f"n_threads must be a positive integer or None, got {n_threads!r}")
-        self.model_path = os.fspath(model_path)
-        self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
-        # cpu_repack: quantized weights in ggml's CPU_REPACK layout (an opt-in extra buffer type).
-        # use_mmap=False: weights copied into memory instead of used from the file mapping (on the
-        # CPU ~10 % faster decoding, slower loading), as llama.cpp's --no-mmap.
-        self._model = _core.Model(self.model_path, self.mmproj_path or "", device, bool(cpu_repack), bool(use_mmap))
-        self._session = _core.Session(
-            self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads or 0, kv_cache_type=kv_cache_type
-        )
+    def __init__(self, model: Model, params: _core.SessionParams, eval_callback=None, eval_names=()):
+        self.model = model
+        self._conversation = _core.Conversation(model._model, params, eval_callback, list(eval_names))
+        self._session = self._conversation.session
         self._lock = threading.Lock()
         # The core's report on the latest chat(): tokens, stop reason, prompt positions reused from
-        # the cache, image slices encoded, timings.
-        self.last_result: dict | None = None
-
-    # --- tokens ------------------------------------------------------------------------------
-    @property
-    def config(self) -> dict:
-        return self._model.config
+        # the cache, image slices encoded, timings (a GenerateResult).
+        self.last_result: _core.GenerateResult | None = None
 
     @property
     def n_ctx(self) -> int:
         return self._session.n_ctx
-
-    def tokenize(self, text: str, parse_special: bool = False) -> list[int]:
-        return self._model.tokenizer.encode(text, parse_special)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self._model.tokenizer.decode(list(ids))
-
-    def chat_prompt(self, msgs, system_prompt: str = "", image=None, max_slice_nums=None, use_image_id=None) -> list[int]:
-        """The prompt ids chat() would evaluate for ``msgs`` (ChatML, spec §7); image embedding
-        positions hold the <unk> id, as in HF."""
-        return self._prompt(msgs, system_prompt, image, max_slice_nums, use_image_id).tokens
-
-    def _prompt(self, msgs, system_prompt, image, max_slice_nums, use_image_id) -> _core.Prompt:
-        max_slice_nums = _MAX_SLICE_NUMS if max_slice_nums is None else max_slice_nums
-        if not isinstance(max_slice_nums, int) or max_slice_nums < 1:
-            raise _core.InvalidArgumentError(f"max_slice_nums must be a positive integer, got {max_slice_nums!r}")
-        turns = _turns_from_msgs(msgs, image, system_prompt)
-        return self._model.chat_prompt(
-            turns, True, True if use_image_id is None else bool(use_image_id), max_slice_nums
-        )
 
     def encode_slices(self, slices):
         """Resampler outputs [n, n_query·embed] for normalised float32 [3, H, W] slices (all in one
@@ -228,16 +250,16 @@ class Model:
             return self._session.encode_slices(list(slices))
 
     def eval(self, ids: Sequence[int], all_logits: bool = False):
-        """Appends ``ids`` to the conversation and returns logits (last position, or all)."""
+        """Appends ``ids`` to the conversation's cache and returns logits (last position, or all)."""
         with self._lock:
             return self._session.eval(list(ids), all_logits)
 
     def reset(self) -> None:
         """Forgets the cached conversation."""
         with self._lock:
+            self._conversation.reset()
             self._session.truncate(0)
 
-    # --- chat --------------------------------------------------------------------------------
     def chat(
         self,
         msgs=None,
@@ -245,7 +267,7 @@ class Model:
         tokenizer=None,
         processor=None,
         vision_hidden_states=None,
-        max_new_tokens: int = 2048,
+        max_new_tokens: int = _GENERATE.max_new_tokens,
         min_new_tokens: int = 0,
         sampling: bool = True,
         max_inp_length: int | None = None,
@@ -282,54 +304,35 @@ class Model:
             raise _core.UnsupportedError("vision_hidden_states is not supported: pass the images in msgs")
         if min_new_tokens != 0:
             raise _core.UnsupportedError("min_new_tokens is not supported (only 0, HF's default)")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        options = {**(_SAMPLING if sampling else _BEAMS), **kwargs}
-        greedy = sampling and options.get("do_sample") is False  # HF: do_sample=False under sampling=True
-        num_beams = options.get("num_beams", _BEAMS["num_beams"])
-        if stream and not sampling and num_beams > 1:
+        params = _generate_params(sampling, max_new_tokens, kwargs)
+        if stream and params.beam_search and params.beam.num_beams > 1:
             raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
-        seed = kwargs.get("seed")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        prompt = self._prompt(msgs, system_prompt, image, max_slice_nums, use_image_id)
-        if max_inp_length is not None and len(prompt) > max_inp_length:
-            raise _core.InvalidArgumentError(f"the prompt has {len(prompt)} tokens, more than max_inp_length={max_inp_length}")
-        args = dict(
-            prompt=prompt,
-            max_new_tokens=max_new_tokens,
-            beam_search=not sampling,
-            temperature=0.0 if greedy else options.get("temperature", _SAMPLING["temperature"]),
-            top_k=options.get("top_k", _SAMPLING["top_k"]),
-            top_p=options.get("top_p", _SAMPLING["top_p"]),
-            min_p=options.get("min_p", _SAMPLING["min_p"]),
-            repetition_penalty=options["repetition_penalty"],
-            seed=seed,
-            num_beams=num_beams,
-            length_penalty=options.get("length_penalty", _BEAMS["length_penalty"]),
-        )
+        turns, video = _turns_from_msgs(msgs, image, system_prompt)
+        options = _chat_options(max_slice_nums, use_image_id)
+        if max_inp_length is not None:
+            n_prompt = len(self.model._model.chat_prompt(turns, options, video))
+            if n_prompt > max_inp_length:
+                raise _core.InvalidArgumentError(f"the prompt has {n_prompt} tokens, more than max_inp_length={max_inp_length}")
         if not stream:
             with self._lock:
-                self.last_result = self._session.generate(**args)
-                return self.last_result["text"]
-        return self._stream(args)
+                self._conversation.set_messages(turns, video)
+                self.last_result = self._conversation.generate(params, options)
+                return self.last_result.text
+        return self._stream(turns, video, params, options)
 
-    def generate(self, prompt: Sequence[int], **kwargs) -> dict:
-        """Low level: runs the prompt ids as given and returns the core's result dict (tokens, text,
-        stop_reason, timings). Keyword arguments as chat(); defaults are HF's sampling ones."""
-        args = dict(
-            max_new_tokens=2048, beam_search=False, temperature=_SAMPLING["temperature"], top_k=_SAMPLING["top_k"],
-            top_p=_SAMPLING["top_p"], min_p=_SAMPLING["min_p"], repetition_penalty=_SAMPLING["repetition_penalty"],
-            seed=0, num_beams=_BEAMS["num_beams"], length_penalty=_BEAMS["length_penalty"],
-        )
-        unknown = set(kwargs) - set(args)
+    def generate(self, prompt: Sequence[int], **kwargs) -> _core.GenerateResult:
+        """Low level: runs the prompt ids as given and returns the core's GenerateResult (tokens,
+        text, stop_reason, timings). Keyword arguments as chat()'s (``sampling`` included); the
+        defaults are HF's sampling ones with seed 0."""
+        sampling = kwargs.pop("sampling", True)
+        unknown = sorted(set(kwargs) - _CHAT_OPTIONS - {"max_new_tokens"})
         if unknown:
-            raise _core.InvalidArgumentError(f"unknown generate() arguments: {sorted(unknown)}")
-        args.update(kwargs)
+            raise _core.InvalidArgumentError(f"unknown generate() argument(s): {', '.join(unknown)}")
+        params = _generate_params(sampling, kwargs.pop("max_new_tokens", _GENERATE.max_new_tokens), {"seed": 0, **kwargs})
         with self._lock:
-            return self._session.generate(_core.Prompt(list(prompt)), **args)
+            return self._session.generate(_core.Prompt(list(prompt)), params)
 
-    def _stream(self, args: dict) -> Iterator[str]:
+    def _stream(self, turns, video, params, options) -> Iterator[str]:
         # The core runs in a thread (GIL released) and hands pieces over a queue; closing the
         # generator early cancels the generation at the next token.
         pieces: queue.Queue = queue.Queue()
@@ -343,7 +346,8 @@ class Model:
         def run():
             try:
                 with self._lock:
-                    self.last_result = self._session.generate(**args, on_piece=on_piece)
+                    self._conversation.set_messages(turns, video)
+                    self.last_result = self._conversation.generate(params, options, on_piece)
             except BaseException as exc:  # handed to the consumer, raised there
                 pieces.put(exc)
             finally:
@@ -365,3 +369,93 @@ class Model:
                 worker.join()
 
         return consume()
+
+
+class Model:
+    """A MiniCPM-V 2.6 model loaded from GGUF.
+
+    ``Model("ggml-model-Q4_K_M.gguf")`` loads the language model (and, with ``mmproj_path``, the
+    vision file). ``chat()`` and the other conversation calls go to the model's own
+    :class:`Conversation`, whose KV cache successive calls reuse; ``model.conversation()`` opens
+    more, each with its own cache, to run side by side on other threads.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        mmproj_path: str | os.PathLike | None = None,
+        n_ctx: int = _SESSION.n_ctx,
+        n_threads: int | None = None,
+        n_batch: int = _SESSION.n_batch,
+        device: str = _MODEL.device,
+        kv_cache_type: str = _SESSION.kv_cache_type,
+        cpu_repack: bool = _MODEL.cpu_repack,
+        use_mmap: bool = _MODEL.use_mmap,
+    ):
+        self.model_path = os.fspath(model_path)
+        self.mmproj_path = None if mmproj_path is None else os.fspath(mmproj_path)
+        params = _core.ModelParams()
+        params.device = device
+        # cpu_repack: quantized weights in ggml's CPU_REPACK layout (an opt-in extra buffer type).
+        # use_mmap=False: weights copied into memory instead of used from the file mapping (on the
+        # CPU ~10 % faster decoding, slower loading), as llama.cpp's --no-mmap.
+        params.cpu_repack = bool(cpu_repack)
+        params.use_mmap = bool(use_mmap)
+        self._session_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_cache_type=kv_cache_type)
+        session = _session_params(**self._session_args)  # checked before the load
+        self._model = _core.Model(self.model_path, self.mmproj_path or "", params)
+        self._default = Conversation(self, session)
+
+    def conversation(self, eval_callback=None, eval_names: Sequence[str] = (), **session_args) -> Conversation:
+        """A new conversation with its own KV cache; arguments (n_ctx, n_batch, n_threads,
+        kv_cache_type) default to the model's.
+
+        ``eval_callback(name, array)`` receives the intermediate tensors named in ``eval_names`` as
+        float32 arrays as the graphs compute them (llama.cpp's cb_eval): "vpm_embeddings",
+        "vpm_layer_out-<i>", "vpm_out", "resampler_out", "attn_norm-<i>", "layer_out-<i>",
+        "output_norm", "logits", … (csrc/model/*.cpp name them). Slower while set."""
+        params = _session_params(**{**self._session_args, **session_args})
+        return Conversation(self, params, eval_callback, eval_names)
+
+    # --- tokens ------------------------------------------------------------------------------
+    @property
+    def config(self) -> _core.LlmConfig:
+        return self._model.config
+
+    def tokenize(self, text: str, parse_special: bool = False) -> list[int]:
+        return self._model.tokenizer.encode(text, parse_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self._model.tokenizer.decode(list(ids))
+
+    def chat_prompt(self, msgs, system_prompt: str = "", image=None, max_slice_nums=None, use_image_id=None) -> list[int]:
+        """The prompt ids chat() would evaluate for ``msgs`` (ChatML, docs/model.md §7); image
+        embedding positions hold the <unk> id, as in HF."""
+        turns, video = _turns_from_msgs(msgs, image, system_prompt)
+        return self._model.chat_prompt(turns, _chat_options(max_slice_nums, use_image_id), video).tokens
+
+    # --- the model's own conversation ----------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._default.n_ctx
+
+    @property
+    def last_result(self) -> _core.GenerateResult | None:
+        return self._default.last_result
+
+    def chat(self, msgs=None, *args, **kwargs) -> str | Iterator[str]:
+        return self._default.chat(msgs, *args, **kwargs)
+
+    chat.__doc__ = Conversation.chat.__doc__
+
+    def generate(self, prompt: Sequence[int], **kwargs) -> _core.GenerateResult:
+        return self._default.generate(prompt, **kwargs)
+
+    def encode_slices(self, slices):
+        return self._default.encode_slices(slices)
+
+    def eval(self, ids: Sequence[int], all_logits: bool = False):
+        return self._default.eval(ids, all_logits)
+
+    def reset(self) -> None:
+        self._default.reset()

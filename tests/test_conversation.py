@@ -1,0 +1,119 @@
+"""Conversations over one loaded model (generate/conversation.h): each keeps its own cache, several
+run at once on different threads, and each answers as if it ran alone."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import minicpmv
+from test_vision import picture
+
+GREEDY = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf_f32, tiny_mmproj_f32):
+    return minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, n_ctx=4096, n_threads=1)
+
+
+def two_turns(conversation, first_content, second_question) -> list[str]:
+    msgs = [{"role": "user", "content": first_content}]
+    answers = [conversation.chat(msgs, **GREEDY)]
+    msgs += [{"role": "assistant", "content": answers[0]}, {"role": "user", "content": second_question}]
+    answers.append(conversation.chat(msgs, **GREEDY))
+    return answers
+
+
+def test_two_conversations_on_two_threads_answer_as_one_after_the_other(model):
+    jobs = {
+        "image": ([picture(640, 480, 40), "What is in the image?"], "And its colours?"),
+        "text": ("Tell me about the sea.", "And about rivers?"),
+    }
+    expected = {name: two_turns(model.conversation(), *job) for name, job in jobs.items()}
+    assert all(all(answers) for answers in expected.values())
+
+    got, errors = {}, []
+    start = threading.Barrier(len(jobs))
+
+    def run(name):
+        try:
+            conversation = model.conversation()
+            start.wait()
+            got[name] = two_turns(conversation, *jobs[name])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert got == expected
+
+
+def test_conversations_keep_their_own_cache(model):
+    a, b = model.conversation(), model.conversation()
+    img = picture(500, 300, 41)
+    a.chat([{"role": "user", "content": [img, "Describe it."]}], **GREEDY)
+    assert a.last_result.n_encoded > 0
+    b.chat([{"role": "user", "content": "Hello"}], **GREEDY)
+    # b's turn did not evict a's image: a's follow-up reuses it.
+    a.chat([{"role": "user", "content": [img, "Describe it."]}], **GREEDY)
+    assert a.last_result.n_encoded == 0 and a.last_result.n_reused > 0
+
+
+def test_a_conversation_refuses_a_second_caller_only_by_waiting(model):
+    # One conversation serves one call at a time: a second thread waits for the first, both finish.
+    conversation = model.conversation()
+    msgs = [{"role": "user", "content": "Count to three."}]
+    expected = conversation.chat(msgs, **GREEDY)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(conversation.chat(msgs, **GREEDY))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected, expected]
+
+
+def test_video_parts_take_the_model_card_video_settings(model):
+    frames = [np.asarray(picture(320, 240, i)) for i in range(3)]
+    as_video = [{"role": "user", "content": [{"type": "video", "video": frames}, "Describe the video."]}]
+    explicit = [{"role": "user", "content": frames + ["Describe the video."]}]
+    # The core's automatic settings for frames: no image ids, at most 2 slices (HF's model card).
+    assert model.chat_prompt(as_video) == model.chat_prompt(explicit, use_image_id=False, max_slice_nums=2)
+    assert model.chat_prompt(as_video) != model.chat_prompt(explicit)
+    # Explicit options still win.
+    assert model.chat_prompt(as_video, use_image_id=True, max_slice_nums=9) == model.chat_prompt(explicit)
+
+
+def test_the_eval_callback_shows_named_layers_as_the_reference_computes_them(tiny_ckpt, tiny_gguf_f32, tiny_mmproj_f32):
+    import torch
+    from reference import load_qwen2_reference, load_vision_reference, reference_vision_embeddings
+    from test_vision import normalised
+
+    model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, kv_cache_type="f32")
+    seen = {}
+    conversation = model.conversation(eval_callback=lambda name, value: seen.setdefault(name, value.copy()),
+                                      eval_names=["resampler_out", "vpm_out", "layer_out-0", "logits"])
+    piece = np.random.default_rng(3).integers(0, 256, (224, 336, 3), dtype=np.uint8)
+    out = conversation.encode_slices([np.ascontiguousarray(normalised(Image.fromarray(piece)))])
+    vpm, resampler = load_vision_reference(tiny_ckpt)
+    expected = reference_vision_embeddings(vpm, resampler, [piece])[0]
+    assert seen["vpm_out"].shape == (16 * 24, vpm.config.hidden_size)
+    np.testing.assert_array_equal(seen["resampler_out"], out.reshape(expected.shape))
+    assert np.abs(seen["resampler_out"] - expected).max() <= 1e-4 * np.abs(expected).max()  # measured ≤ 1e-6
+
+    ids = model.tokenize("The first layer of the decoder, seen from Python.")
+    logits = conversation.eval(ids)
+    with torch.no_grad():
+        hf = load_qwen2_reference(tiny_ckpt)(torch.tensor([ids]), output_hidden_states=True)
+    layer0 = hf.hidden_states[1][0].numpy()
+    assert seen["layer_out-0"].shape == layer0.shape
+    assert np.abs(seen["layer_out-0"] - layer0).max() <= 1e-4 * np.abs(layer0).max()  # f32 files, f32 cache
+    np.testing.assert_array_equal(seen["logits"].reshape(-1), logits)  # the last position only
