@@ -55,8 +55,10 @@ def main() -> None:
         decode_runs.append(decode.last)
     decode_s = sorted(decode_runs)[len(decode_runs) // 2]
 
-    print(f"machine: {machine()}; threads: {args.threads or 'all'}; model: {path.name} "
-          f"({model._model.weights_bytes / 2**30:.2f} GiB of weights)")
+    print(
+        f"machine: {machine()}; threads: {args.threads or 'all'}; model: {path.name} "
+        f"({model._model.weights_bytes / 2**30:.2f} GiB of weights)"
+    )
     print(f"load: {load_s:.2f} s (mmap)")
     print(f"prefill: {args.prefill} tokens in {prefill_s:.2f} s = {args.prefill / prefill_s:.2f} tokens/s")
     print(f"decode: {args.decode} tokens in {decode_s:.2f} s = {args.decode / decode_s:.3f} tokens/s")

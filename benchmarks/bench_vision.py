@@ -10,7 +10,6 @@ and a 1344×1344 image (overview + 3×3 = 10 slices). Time to first token: chat(
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +40,12 @@ def main() -> None:
     for size in (448, 1344):
         img = picture(size)
         slices = minicpmv._core._testing.preprocess_image(img)
-        prep_s, _ = median_time(lambda: minicpmv._core._testing.preprocess_image(img), args.repeats)
-        enc_s, runs = median_time(lambda: model.encode_slices(slices), args.repeats)
-        print(f"encode {size}x{size} ({len(slices)} slices): {enc_s:.2f} s (runs {', '.join(f'{r:.2f}' for r in runs)}), "
-              f"preprocessing {prep_s * 1000:.0f} ms")
+        prep_s, _ = median_time(lambda: minicpmv._core._testing.preprocess_image(img), args.repeats)  # noqa: B023 (run here)
+        enc_s, runs = median_time(lambda: model.encode_slices(slices), args.repeats)  # noqa: B023 (run here)
+        print(
+            f"encode {size}x{size} ({len(slices)} slices): {enc_s:.2f} s (runs {', '.join(f'{r:.2f}' for r in runs)}), "
+            f"preprocessing {prep_s * 1000:.0f} ms"
+        )
 
     question = "Describe this picture in detail, including colours, shapes, any text and the overall mood."
     msgs = [{"role": "user", "content": [picture(args.ttft_size), question]}]
@@ -54,8 +55,10 @@ def main() -> None:
         model.chat(msgs, max_new_tokens=1, seed=0)
 
     ttft_s, _ = median_time(first_token, args.repeats)
-    print(f"time to first token ({args.ttft_size}x{args.ttft_size} image + question, "
-          f"{model.last_result.n_prompt} positions): {ttft_s:.2f} s")
+    print(
+        f"time to first token ({args.ttft_size}x{args.ttft_size} image + question, "
+        f"{model.last_result.n_prompt} positions): {ttft_s:.2f} s"
+    )
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
 

@@ -23,7 +23,7 @@ kernels), `llama.cpp` (its defaults: on this CPU the CPU_REPACK extra buffer typ
 the weights into allocated memory), `llama.cpp-plain` (use_extra_bufts off: plain buffers over the
 mapping, like `ours`).
 
-`torch` times the PyTorch float32 reference of the tests (tests/reference.py) on the vision rows,
+`torch` times the PyTorch float32 reference of the tests (tests/reference/models.py) on the vision rows,
 from the checkpoint's safetensors. The memory read bandwidth of the machine (benchmarks/membw.c, same
 thread count) turns the decode rate into a fraction of the bandwidth limit: tokens/s × bytes read per
 token / bandwidth.
@@ -112,8 +112,16 @@ def dump(args, name: str, rows) -> None:
 def worker_ours(args) -> dict:
     import minicpmv
 
-    load, model = timed(lambda: minicpmv.Model(args.llm, mmproj_path=args.mmproj, n_ctx=2048, n_threads=args.threads,
-                                               cpu_repack=args.worker == "ours-repack", use_mmap=args.worker != "ours-no-mmap"))
+    load, model = timed(
+        lambda: minicpmv.Model(
+            args.llm,
+            mmproj_path=args.mmproj,
+            n_ctx=2048,
+            n_threads=args.threads,
+            cpu_repack=args.worker == "ours-repack",
+            use_mmap=args.worker != "ours-no-mmap",
+        )
+    )
     prompt = model.tokenize(PREFILL_TEXT)[:N_PREFILL]
     res: dict = {"question_tokens": len(model.tokenize(QUESTION)), "load_time": load}
 
@@ -219,8 +227,12 @@ def worker_llama(args) -> dict:
         png = io.BytesIO()
         Image.fromarray(picture(1344)).save(png, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
-        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                 {"type": "text", "text": QUESTION}]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}],
+            }
+        ]
         res["ttft_1344"], _ = timed(lambda: llm.create_chat_completion(messages=messages, max_tokens=1, seed=0))
         res["ttft_positions"] = llm.n_tokens
     if "prefill_512" in args.rows or "decode_64" in args.rows:
@@ -247,8 +259,9 @@ def worker_torch(args) -> dict:
     sys.path.insert(0, str(HERE.parent / "tests"))
     import torch
     from PIL import Image
-    from reference import load_vision_reference, reference_slice_embeddings
-    from reference_chat import hf_slices
+
+    from reference.chat import hf_slices
+    from reference.models import load_vision_reference, reference_slice_embeddings
 
     torch.set_num_threads(args.threads)
     vpm, resampler = load_vision_reference(args.ckpt)
@@ -261,7 +274,7 @@ def worker_torch(args) -> dict:
     res: dict = {}
     for size in (448, 1344):
         if f"encode_{size}" in args.rows:
-            res[f"encode_{size}"], _ = timed(lambda: encode(size))
+            res[f"encode_{size}"], _ = timed(lambda: encode(size))  # noqa: B023 (run here)
     res["peak_rss"] = peak_rss_mib()
     return res
 
@@ -269,8 +282,14 @@ def worker_torch(args) -> dict:
 # "ours-repack": Model(cpu_repack=True), quantized weights in ggml's CPU_REPACK layout (ggml's kernels);
 # "ours-no-mmap": Model(use_mmap=False), weights copied into allocated memory (as llama.cpp's repack does);
 # "llama.cpp" runs with its defaults (extra buffer types: CPU_REPACK here), "llama.cpp-plain" without them.
-WORKERS = {"ours": worker_ours, "ours-repack": worker_ours, "ours-no-mmap": worker_ours, "llama.cpp": worker_llama,
-           "llama.cpp-plain": worker_llama, "torch": worker_torch}
+WORKERS = {
+    "ours": worker_ours,
+    "ours-repack": worker_ours,
+    "ours-no-mmap": worker_ours,
+    "llama.cpp": worker_llama,
+    "llama.cpp-plain": worker_llama,
+    "torch": worker_torch,
+}
 
 
 # --- the driver ----------------------------------------------------------------------------------------
@@ -294,7 +313,9 @@ def memory_bandwidth(cache_dir: Path, threads: int) -> float | None:
     exe = cache_dir / "membw"
     src = HERE / "membw.c"
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
-        r = subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True)
+        r = subprocess.run(
+            ["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True
+        )
         if r.returncode != 0:
             print(f"cannot build membw.c: {r.stderr.strip()}")
             return None
@@ -317,15 +338,30 @@ def load_avg() -> str:
 
 
 def run_worker(engine: str, args, files: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--threads", str(args.threads),
-           "--rows", ",".join(args.rows), "--llm", str(files["llm"]), "--mmproj", str(files["mmproj"]),
-           "--ckpt", str(files["ckpt"])]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        engine,
+        "--threads",
+        str(args.threads),
+        "--rows",
+        ",".join(args.rows),
+        "--llm",
+        str(files["llm"]),
+        "--mmproj",
+        str(files["mmproj"]),
+        "--ckpt",
+        str(files["ckpt"]),
+    ]
     if args.llama_flash_attn:
         cmd.append("--llama-flash-attn")
     if args.dump_dir:
         cmd += ["--dump-dir", str(args.dump_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    extra_path = args.llama_cpp_path if engine.startswith("llama.cpp") else args.ours_path if engine.startswith("ours") else None
+    extra_path = (
+        args.llama_cpp_path if engine.startswith("llama.cpp") else args.ours_path if engine.startswith("ours") else None
+    )
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     load_before = load_avg()
@@ -352,14 +388,22 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)")
+    parser.add_argument(
+        "--llm-type", default="Q4_K_M", help="LLM file type (F16, or a size variant written with our quantizer)"
+    )
     parser.add_argument("--mmproj-type", default="f16", choices=["f16", "f32", "q8_0"])
     parser.add_argument("--engines", default="ours,llama.cpp,torch", help="any of " + ", ".join(WORKERS))
     parser.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("load_time", "peak_rss")))
     parser.add_argument("--llama-flash-attn", action="store_true", help="llama.cpp flash attention (LLM and CLIP)")
-    parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"),
-                        help="directory holding the llama_cpp package (pip install --target DIR llama-cpp-python)")
-    parser.add_argument("--ours-path", type=Path, help="run `ours` from a minicpmv installed there (pip install --target DIR .)")
+    parser.add_argument(
+        "--llama-cpp-path",
+        type=Path,
+        default=Path("/work/llama-cpp-python"),
+        help="directory holding the llama_cpp package (pip install --target DIR llama-cpp-python)",
+    )
+    parser.add_argument(
+        "--ours-path", type=Path, help="run `ours` from a minicpmv installed there (pip install --target DIR .)"
+    )
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     # worker mode (internal)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -404,16 +448,24 @@ def main() -> None:
             shown = ", ".join(f"{k} {v:.3g}" for k, v in res.items() if isinstance(v, float) and k != "wall")
             print(f"  round {rnd + 1} {engine}: {shown} (load {res['load_avg']}, {res['wall']:.0f} s)", flush=True)
 
-    bandwidth = max(b for b in (bandwidth_before, memory_bandwidth(args.cache_dir, args.threads)) if b) if bandwidth_before else None
+    bandwidth = (
+        max(b for b in (bandwidth_before, memory_bandwidth(args.cache_dir, args.threads)) if b)
+        if bandwidth_before
+        else None
+    )
     rows = args.rows + ["load_time", "peak_rss"]
-    med = {e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
-           for e in engines}
+    med = {
+        e: {r: statistics.median([x[r] for x in runs[e] if r in x]) for r in rows if any(r in x for x in runs[e])}
+        for e in engines
+    }
 
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "medians": med, "bandwidth": bandwidth}, indent=1))
 
     names = [e for e in engines]
-    ratios = [(a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "llama.cpp-plain", "torch") if b in names]
+    ratios = [
+        (a, b) for a in names if a.startswith("ours") for b in ("llama.cpp", "llama.cpp-plain", "torch") if b in names
+    ]
     head = f"| {'row':<55} | " + " | ".join(f"{n:>14}" for n in names) + "".join(f" | {a} / {b}" for a, b in ratios)
     print()
     print(f"medians of {args.rounds} rounds; threads {args.threads}; load after: {load_avg()}")
@@ -436,8 +488,10 @@ def main() -> None:
 
     if "decode_64" in rows and bandwidth:
         per_token = decode_bytes_per_token(files["llm"])
-        print(f"\nmemory read bandwidth ({args.threads} threads, benchmarks/membw.c): {bandwidth / 1e9:.1f} GB/s; "
-              f"a decode step reads {per_token / 1e9:.2f} GB of weights (all but token_embd)")
+        print(
+            f"\nmemory read bandwidth ({args.threads} threads, benchmarks/membw.c): {bandwidth / 1e9:.1f} GB/s; "
+            f"a decode step reads {per_token / 1e9:.2f} GB of weights (all but token_embd)"
+        )
         print(f"bandwidth limit: {bandwidth / per_token:.2f} tok/s")
         for e in names:
             if "decode_64" in med[e]:
@@ -446,16 +500,23 @@ def main() -> None:
     reference = args.dump_dir / "torch-448.npy"
     if reference.exists():
         ref = np.load(reference)
-        print("\nresampler output of the 448×448 image against the PyTorch float32 reference (max |Δ| / max |ref|, rms):")
+        print(
+            "\nresampler output of the 448×448 image against the PyTorch float32 reference (max |Δ| / max |ref|, rms):"
+        )
         for e in names:
             path = args.dump_dir / f"{e}-448.npy"
             if e != "torch" and path.exists():
                 out = np.load(path).reshape(ref.shape)
-                print(f"  {e}: {np.abs(out - ref).max() / np.abs(ref).max():.2e}, "
-                      f"{np.sqrt(((out - ref) ** 2).mean() / (ref ** 2).mean()):.2e}")
+                print(
+                    f"  {e}: {np.abs(out - ref).max() / np.abs(ref).max():.2e}, "
+                    f"{np.sqrt(((out - ref) ** 2).mean() / (ref**2).mean()):.2e}"
+                )
     for e in names:
-        extra = {k: runs[e][0][k] for k in ("ttft_positions", "question_tokens", "encode_1344_tokens", "decode_64_mean")
-                 if k in runs[e][0]}
+        extra = {
+            k: runs[e][0][k]
+            for k in ("ttft_positions", "question_tokens", "encode_1344_tokens", "decode_64_mean")
+            if k in runs[e][0]
+        }
         if extra:
             print(f"{e}: {extra}")
 

@@ -1,4 +1,4 @@
-"""Names defined once: GGUF keys (spec §9) and the HF checkpoint's tensor table (spec §2).
+"""Names defined once: GGUF keys (docs/model.md §9) and the HF checkpoint's tensor table (docs/model.md §2).
 
 Shapes are written as tuples of dimension names resolved from config.json, so that one table
 serves the real model, the synthetic presets and the converter's checks. Each row also names the
@@ -48,7 +48,7 @@ class Key:
 
 
 class ClipKey:
-    """GGUF metadata keys of the vision file, as llama.cpp's clip loader spells them (spec §9)."""
+    """GGUF metadata keys of the vision file, as llama.cpp's clip loader spells them (docs/model.md §9)."""
 
     HAS_TEXT_ENCODER = "clip.has_text_encoder"
     HAS_VISION_ENCODER = "clip.has_vision_encoder"
@@ -102,7 +102,7 @@ LLM_TENSORS = (
 )
 
 # SigLIP encoder: (HF name after "vpm.", GGUF name, HF shape); every Linear and LayerNorm has a bias
-# (spec §2). The conv weight [out, c, kh, kw] keeps its layout, so its ne is [kw, kh, c, out].
+# (docs/model.md §2). The conv weight [out, c, kh, kw] keeps its layout, so its ne is [kw, kh, c, out].
 VISION_TENSORS = (
     ("embeddings.patch_embedding.weight", "v.patch_embd.weight", ("v_hidden", "channels", "patch", "patch")),
     ("embeddings.patch_embedding.bias", "v.patch_embd.bias", ("v_hidden",)),
@@ -114,7 +114,7 @@ VISION_TENSORS = (
     ),
     ("encoder.layers.{n}.layer_norm1.weight", "v.blk.{n}.ln1.weight", ("v_hidden",)),
     ("encoder.layers.{n}.layer_norm1.bias", "v.blk.{n}.ln1.bias", ("v_hidden",)),
-    # The published files name fc1 `ffn_down` and fc2 `ffn_up` (spec §9); llama.cpp tells the swap by
+    # The published files name fc1 `ffn_down` and fc2 `ffn_up` (docs/model.md §9); llama.cpp tells the swap by
     # shape, so files written this way load there, and a reader must do the same.
     ("encoder.layers.{n}.mlp.fc1.weight", "v.blk.{n}.ffn_down.weight", ("v_ffn", "v_hidden")),
     ("encoder.layers.{n}.mlp.fc1.bias", "v.blk.{n}.ffn_down.bias", ("v_ffn",)),
@@ -128,7 +128,7 @@ VISION_TENSORS = (
 
 # Perceiver resampler: (HF name after "resampler.", GGUF name, HF shape). `query` and `proj` are bare
 # parameters. A tuple of GGUF names cuts the tensor into that many equal row blocks, in order: the
-# packed in_proj holds the rows q | k | v (spec §2).
+# packed in_proj holds the rows q | k | v (docs/model.md §2).
 RESAMPLER_TENSORS = (
     ("query", "resampler.query", ("queries", "embed")),
     ("proj", "resampler.proj.weight", ("embed", "embed")),
@@ -143,10 +143,10 @@ RESAMPLER_TENSORS = (
         for kind in ("weight", "bias")
     ),
 )
-# `proj` is applied as x @ proj, so it is stored [in, out] (spec §5); the GGUF holds it transposed,
+# `proj` is applied as x @ proj, so it is stored [in, out] (docs/model.md §5); the GGUF holds it transposed,
 # in the [out, in] order of every other matrix, so that ggml's mul_mat computes x @ proj.
 TRANSPOSED = frozenset({RESAMPLER_PREFIX + "proj"})
-# Not in the checkpoint: the resampler's 2-D sincos table over the vision position grid (spec §5),
+# Not in the checkpoint: the resampler's 2-D sincos table over the vision position grid (docs/model.md §5),
 # [v_positions, embed], which llama.cpp requires at load time.
 POS_EMBED_K = "resampler.pos_embed_k"
 

@@ -1,4 +1,4 @@
-"""An F32/F16/BF16 LLM GGUF file → its size variants (spec §10), as llama.cpp's ``llama-quantize`` makes them.
+"""An F32/F16/BF16 LLM GGUF file → its size variants (docs/model.md §10), as llama.cpp's ``llama-quantize`` makes them.
 
 Bounded memory: the metadata is read once (gguf-py), then each tensor is memory-mapped on its own,
 converted and written before the next is touched, so the mapping of one source tensor and one result

@@ -1,4 +1,4 @@
-"""HF MiniCPM-V 2.6 checkpoint → the LLM GGUF file in the llama.cpp layout (spec §9), and the
+"""HF MiniCPM-V 2.6 checkpoint → the LLM GGUF file in the llama.cpp layout (docs/model.md §9), and the
 machinery that the vision file's converter (``mmproj``) shares.
 
 Streams: shard headers are parsed up front and tensor data memory-mapped, so one output tensor is in
@@ -427,7 +427,7 @@ def _add_metadata(writer: GGUFWriter, config: dict, vocab: Vocab, name: str, fil
 
 
 def llm_plan(hf_dir: str | Path, outtype: str = "f16") -> GgufPlan:
-    """The LLM file of the checkpoint in ``hf_dir`` as size variant ``outtype`` (spec §10), checked but
+    """The LLM file of the checkpoint in ``hf_dir`` as size variant ``outtype`` (docs/model.md §10), checked but
     not yet written."""
     hf_dir = Path(hf_dir)
     variant = parse_variant(outtype)

@@ -1,4 +1,4 @@
-"""HF MiniCPM-V 2.6 checkpoint → the vision GGUF file ("mmproj") in the llama.cpp layout (spec §9).
+"""HF MiniCPM-V 2.6 checkpoint → the vision GGUF file ("mmproj") in the llama.cpp layout (docs/model.md §9).
 
 The SigLIP encoder (``vpm.``) and the perceiver resampler (``resampler.``) go into one file with
 ``general.architecture = clip``, the layout llama.cpp's clip loader reads. Three tensors differ from a
@@ -29,19 +29,19 @@ from .gguf_layout import (
 from .hf_to_gguf import Checkpoint, GgufPlan, OutTensor, check_tensors, model_name, quantize, read_config
 from .quant_rules import FLOAT_TYPES, parse_variant, vision_tensor_type
 
-# The published vision file is f16 (spec §10); Q8_0 is the quantized option (llama.cpp loads it too).
+# The published vision file is f16 (docs/model.md §10); Q8_0 is the quantized option (llama.cpp loads it too).
 MMPROJ_OUTTYPES = ("F32", "F16", "Q8_0")
 # 2-D but never converted by llama.cpp's own converter (it converts 2-D `.weight` tensors only), so the
 # published file holds them in f32.
 _ALWAYS_F32 = frozenset({"resampler.query", POS_EMBED_K})
-# Spec §4 step 1: x = (u8/255 − 0.5) / 0.5 per channel.
+# docs/model.md §4 step 1: x = (u8/255 − 0.5) / 0.5 per channel.
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
 # SiglipVisionConfig's default, which the published vision_config leaves implicit.
 DEFAULT_LAYER_NORM_EPS = 1e-6
 
 
 def sincos_2d(embed: int, side: int) -> np.ndarray:
-    """The resampler's key positions for a side×side grid (spec §5): [side², embed] float32.
+    """The resampler's key positions for a side×side grid (docs/model.md §5): [side², embed] float32.
 
     Row h·side + w is [emb(w), emb(h)], emb(p) = [sin(p·ω_k) for k < embed/4, cos(p·ω_k) for k < embed/4],
     ω_k = 10000^(−k/(embed/4)); every step in numpy float32, as HF computes it.
@@ -67,7 +67,7 @@ def _add_metadata(writer: GGUFWriter, config: dict, name: str, file_type: LlamaF
     # llama.cpp reads the version as int32 and the rest as uint32: another type fails its loader.
     writer.add_int32(ClipKey.MINICPMV_VERSION, MINICPMV_VERSIONS[str(config["version"])])
     writer.add_uint32(ClipKey.MINICPMV_QUERY_NUM, dims["queries"])
-    # The slice size of spec §6 (448), not SigLIP's own image_size (980).
+    # The slice size of docs/model.md §6 (448), not SigLIP's own image_size (980).
     writer.add_uint32(ClipKey.IMAGE_SIZE, config["image_size"])
     writer.add_uint32(ClipKey.PATCH_SIZE, dims["patch"])
     writer.add_uint32(ClipKey.EMBEDDING_LENGTH, dims["v_hidden"])

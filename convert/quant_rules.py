@@ -1,4 +1,4 @@
-"""Which type each tensor gets in each size variant (spec §10): llama.cpp's quantizer rules, as a table.
+"""Which type each tensor gets in each size variant (docs/model.md §10): llama.cpp's quantizer rules, as a table.
 
 Everything here works on names and shapes alone (shapes in numpy order, so a row is ``shape[-1]`` =
 ggml's ne[0]), so one table serves the HF converter, the GGUF quantizer and the tests. The rules are
@@ -34,7 +34,7 @@ class Variant:
         return self.base not in FLOAT_TYPES
 
 
-# The 16 size variants of spec §10, largest first, and F32 (a lossless copy of the bf16 checkpoint).
+# The 16 size variants of docs/model.md §10, largest first, and F32 (a lossless copy of the bf16 checkpoint).
 VARIANTS = {
     v.name: v
     for v in (
@@ -57,7 +57,7 @@ VARIANTS = {
         Variant("Q2_K", LlamaFileType.MOSTLY_Q2_K, T.Q2_K),
     )
 }
-SIZE_VARIANTS = tuple(name for name in VARIANTS if name != "F32")  # the 16 of spec §10
+SIZE_VARIANTS = tuple(name for name in VARIANTS if name != "F32")  # the 16 of docs/model.md §10
 
 
 def parse_variant(name: str, allowed: tuple[str, ...] = tuple(VARIANTS)) -> Variant:
@@ -85,7 +85,7 @@ def _on_more_bits(i: int, n: int, gqa: int) -> bool:
     return more_bits(i, n)
 
 
-# Per variant and tensor role, the bumps above the base type (spec §10). Roles are matched as llama.cpp
+# Per variant and tensor role, the bumps above the base type (docs/model.md §10). Roles are matched as llama.cpp
 # matches them, by name: attn_v (the value projection; 1/gqa of attn_q's size, so cheap to keep precise)
 # and ffn_down and attn_output (the sums feeding the residual stream).
 _BUMPS: dict[str, dict[str, tuple[Bump, ...]]] = {
@@ -165,7 +165,7 @@ def llm_tensor_type(
 ) -> GGMLQuantizationType:
     """The type of LLM tensor ``name`` (numpy ``shape``) in ``variant``; ``gqa`` = query heads per KV head."""
     if not quantizable(name, shape):
-        return T.F32  # norms and biases (spec §9)
+        return T.F32  # norms and biases (docs/model.md §9)
     if not variant.quantized:
         return variant.base
     role, row = _role(name), shape[-1]
@@ -185,11 +185,11 @@ def llm_tensor_type(
 def vision_tensor_type(name: str, shape: tuple[int, ...], weight_type: GGMLQuantizationType) -> GGMLQuantizationType:
     """The type of vision-file tensor ``name`` when its matrices are ``weight_type`` (F32, F16 or Q8_0)."""
     if len(shape) < 2:
-        return T.F32  # norms and biases (spec §9)
+        return T.F32  # norms and biases (docs/model.md §9)
     if weight_type in FLOAT_TYPES:
         return weight_type
     if not quantizable(name, shape):
-        return T.F16  # the patch and position embeddings stay unquantized (spec §10)
+        return T.F16  # the patch and position embeddings stay unquantized (docs/model.md §10)
     # SigLIP's FFN width 4304 is no multiple of 32: fc2's rows stay f16, as llama.cpp's fallback does
     # for a row that fits no block.
     return weight_type if shape[-1] % block_size(weight_type) == 0 else T.F16

@@ -1,4 +1,4 @@
-"""``minicpmv-quantize``: an F32/F16/BF16 LLM GGUF → a size variant (spec §10), or all 16 in one pass.
+"""``minicpmv-quantize``: an F32/F16/BF16 LLM GGUF → a size variant (docs/model.md §10), or all 16 in one pass.
 
 minicpmv-quantize ggml-model-F16.gguf ggml-model-Q4_K_M.gguf Q4_K_M
 minicpmv-quantize ggml-model-F16.gguf models/ --all

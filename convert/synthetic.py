@@ -1,4 +1,4 @@
-"""Write a synthetic MiniCPM-V 2.6 checkpoint in the HF layout (spec §2): real names, shapes, config and
+"""Write a synthetic MiniCPM-V 2.6 checkpoint in the HF layout (docs/model.md §2): real names, shapes, config and
 tokenizer, seeded random bf16 weights. No real weights can be downloaded here, so tests run on the
 ``tiny`` preset and benchmarks on ``full`` (the real sizes, ~16 GB).
 
@@ -23,7 +23,7 @@ from .gguf_layout import checkpoint_tensors
 from .hf_to_gguf import f32_to_bf16_bits
 from .tokenizer_files import write_tokenizer_files
 
-# The published config.json (spec §1, §2), minus fields that only describe the training run.
+# The published config.json (docs/model.md §1, §2), minus fields that only describe the training run.
 FULL_CONFIG = {
     "_name_or_path": "openbmb/MiniCPM-V-2_6",
     "architectures": ["MiniCPMV"],

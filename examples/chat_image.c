@@ -32,7 +32,7 @@ static unsigned char * read_file(const char * path, size_t * size) {
         if (n == cap) {
             unsigned char * bigger;
             cap = cap ? cap * 2 : 1 << 16;
-            bigger = (unsigned char *) realloc(data, cap);
+            bigger = (unsigned char *)realloc(data, cap);
             if (bigger == NULL) {
                 free(data);
                 fclose(f);
@@ -82,27 +82,27 @@ static int parse_ppm(unsigned char * data, size_t size, minicpmv_image * image) 
     maxval = ppm_number(data, size, &pos);
     if (w < 1 || h < 1 || maxval < 1 || maxval > 255 || pos >= size) return 0;
     ++pos; /* the single whitespace byte before the pixels */
-    if ((size - pos) / 3 / (size_t) w < (size_t) h) return 0;
-    image->width = (int32_t) w;
-    image->height = (int32_t) h;
+    if ((size - pos) / 3 / (size_t)w < (size_t)h) return 0;
+    image->width = (int32_t)w;
+    image->height = (int32_t)h;
     image->stride = 0;
     image->pixels = data + pos;
     image->size = size - pos;
     if (maxval != 255) {
-        for (i = 0; i < (size_t) w * (size_t) h * 3; ++i) data[pos + i] = (unsigned char) (data[pos + i] * 255 / maxval);
+        for (i = 0; i < (size_t)w * (size_t)h * 3; ++i) data[pos + i] = (unsigned char)(data[pos + i] * 255 / maxval);
     }
     return 1;
 }
 
 static bool print_piece(const char * piece, size_t len, void * user_data) {
-    (void) user_data;
+    (void)user_data;
     fwrite(piece, 1, len, stdout);
     fflush(stdout);
     return true;
 }
 
 int main(int argc, char ** argv) {
-    const char * model_path = NULL, * mmproj_path = NULL, * image_path = NULL, * device = NULL, * kv = "f16";
+    const char *model_path = NULL, *mmproj_path = NULL, *image_path = NULL, *device = NULL, *kv = "f16";
     long raw_w = 0, raw_h = 0, n_predict = 256, n_ctx = 4096, n_threads = 0;
     int first_question = 0, i, rc = 1;
     unsigned char * file = NULL;
@@ -118,19 +118,26 @@ int main(int argc, char ** argv) {
     for (i = 1; i < argc; ++i) {
         const char * a = argv[i];
         const int has_value = i + 1 < argc;
-        if (strcmp(a, "-m") == 0 && has_value) model_path = argv[++i];
-        else if (strcmp(a, "--mmproj") == 0 && has_value) mmproj_path = argv[++i];
-        else if (strcmp(a, "--image") == 0 && has_value) image_path = argv[++i];
+        if (strcmp(a, "-m") == 0 && has_value)
+            model_path = argv[++i];
+        else if (strcmp(a, "--mmproj") == 0 && has_value)
+            mmproj_path = argv[++i];
+        else if (strcmp(a, "--image") == 0 && has_value)
+            image_path = argv[++i];
         else if (strcmp(a, "--raw-rgb") == 0 && i + 3 < argc) {
             raw_w = strtol(argv[++i], NULL, 10);
             raw_h = strtol(argv[++i], NULL, 10);
             image_path = argv[++i];
-        }
-        else if (strcmp(a, "-n") == 0 && has_value) n_predict = strtol(argv[++i], NULL, 10);
-        else if (strcmp(a, "-c") == 0 && has_value) n_ctx = strtol(argv[++i], NULL, 10);
-        else if (strcmp(a, "-t") == 0 && has_value) n_threads = strtol(argv[++i], NULL, 10);
-        else if (strcmp(a, "--device") == 0 && has_value) device = argv[++i];
-        else if (strcmp(a, "--kv") == 0 && has_value) kv = argv[++i];
+        } else if (strcmp(a, "-n") == 0 && has_value)
+            n_predict = strtol(argv[++i], NULL, 10);
+        else if (strcmp(a, "-c") == 0 && has_value)
+            n_ctx = strtol(argv[++i], NULL, 10);
+        else if (strcmp(a, "-t") == 0 && has_value)
+            n_threads = strtol(argv[++i], NULL, 10);
+        else if (strcmp(a, "--device") == 0 && has_value)
+            device = argv[++i];
+        else if (strcmp(a, "--kv") == 0 && has_value)
+            kv = argv[++i];
         else if (a[0] == '-') {
             usage();
             return 2;
@@ -151,8 +158,8 @@ int main(int argc, char ** argv) {
     }
     if (raw_w != 0 || raw_h != 0) {
         /* Raw RGB: the library checks the sizes against the bytes we have. */
-        image.width = (int32_t) raw_w;
-        image.height = (int32_t) raw_h;
+        image.width = (int32_t)raw_w;
+        image.height = (int32_t)raw_h;
         image.stride = 0;
         image.pixels = file;
         image.size = file_size;
@@ -163,11 +170,11 @@ int main(int argc, char ** argv) {
     }
 
     if (device != NULL) mp.device = device;
-    sp.n_ctx = (int32_t) n_ctx;
-    sp.n_threads = (int32_t) n_threads;
+    sp.n_ctx = (int32_t)n_ctx;
+    sp.n_threads = (int32_t)n_threads;
     sp.kv_type = strcmp(kv, "f32") == 0 ? MINICPMV_KV_F32 : MINICPMV_KV_F16;
     /* Greedy decoding: temperature 0 is argmax; no repetition penalty. */
-    gp.max_new_tokens = (int32_t) n_predict;
+    gp.max_new_tokens = (int32_t)n_predict;
     gp.sampling.temperature = 0.0f;
     gp.sampling.repetition_penalty = 1.0f;
 
@@ -189,8 +196,9 @@ int main(int argc, char ** argv) {
         if (st != MINICPMV_OK) goto fail;
         fputc('\n', stdout);
         fflush(stdout);
-        fprintf(stderr, "chat_image: turn %d: n_prompt=%d n_reused=%d n_encoded=%d n_tokens=%d stop=%d prefill_ms=%.1f decode_ms=%.1f\n",
-                i - first_question + 1, r.n_prompt, r.n_reused, r.n_encoded, r.n_tokens, (int) r.stop_reason, r.prefill_ms,
+        fprintf(stderr,
+                "chat_image: turn %d: n_prompt=%d n_reused=%d n_encoded=%d n_tokens=%d stop=%d prefill_ms=%.1f decode_ms=%.1f\n",
+                i - first_question + 1, r.n_prompt, r.n_reused, r.n_encoded, r.n_tokens, (int)r.stop_reason, r.prefill_ms,
                 r.decode_ms);
     }
     rc = 0;

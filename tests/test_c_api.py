@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import minicpmv
 import numpy as np
 import pytest
+
+import minicpmv
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_NEW_TOKENS = 16

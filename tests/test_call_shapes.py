@@ -11,10 +11,10 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from test_vision import picture
 
 import minicpmv
-from reference import load_hf_tokenizer
-from test_vision import picture
+from reference.models import load_hf_tokenizer
 
 GREEDY = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=8)
 
@@ -41,8 +41,13 @@ def test_the_model_card_call_answers_as_the_plain_call(model, hf_tokenizer):
     expected = model.chat([{"role": "user", "content": [img, question]}], **GREEDY)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tokenizer and processor are ignored without a word
-        got = model.chat(image=None, msgs=[{"role": "user", "content": [img, question]}], tokenizer=hf_tokenizer,
-                         processor=object(), **GREEDY)
+        got = model.chat(
+            image=None,
+            msgs=[{"role": "user", "content": [img, question]}],
+            tokenizer=hf_tokenizer,
+            processor=object(),
+            **GREEDY,
+        )
         # The older card form: the image as chat()'s argument, the question as a string.
         older = model.chat(image=img, msgs=[{"role": "user", "content": question}], tokenizer=hf_tokenizer, **GREEDY)
     assert got == expected and older == expected
@@ -111,7 +116,10 @@ def test_local_image_paths_in_image_url(model, tmp_path):
     img.save(path)
     plain = model.chat_prompt([{"role": "user", "content": [img, "?"]}])
     for url in (str(path), f"file://{path}"):
-        assert model.chat_prompt([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, "?"]}]) == plain
+        assert (
+            model.chat_prompt([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, "?"]}])
+            == plain
+        )
 
 
 @pytest.mark.parametrize("part,error,match", [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import minicpmv
-from reference import load_hf_tokenizer
+from reference.models import load_hf_tokenizer
 
 CONVERSATION = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -84,8 +84,10 @@ def test_streaming_gives_the_same_text_in_pieces(model):
     assert len(pieces) > 1
     assert "".join(pieces) == whole
     greedy = model.chat(msgs, sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=16)
-    assert "".join(model.chat(msgs, sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=16,
-                              stream=True)) == greedy
+    assert (
+        "".join(model.chat(msgs, sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=16, stream=True))
+        == greedy
+    )
 
 
 def test_closing_a_stream_early_cancels_it(model):
@@ -116,8 +118,9 @@ def test_python_cli_chats(tiny_gguf_f32):
     out = _run([sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tiny_gguf_f32), "-n", "8", "--greedy", "Hello"])
     assert out.returncode == 0, out.stderr
     model = minicpmv.Model(tiny_gguf_f32)
-    expected = model.chat([{"role": "user", "content": "Hello"}], sampling=False, num_beams=1, repetition_penalty=1.0,
-                          max_new_tokens=8)
+    expected = model.chat(
+        [{"role": "user", "content": "Hello"}], sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=8
+    )
     assert out.stdout == expected + "\n"
 
 
@@ -126,8 +129,9 @@ def test_native_cli_chats(tiny_gguf_f32):
     out = _run([str(cli), "-m", str(tiny_gguf_f32), "-n", "8", "--temp", "0", "--repeat-penalty", "1", "-p", "Hello"])
     assert out.returncode == 0, out.stderr
     model = minicpmv.Model(tiny_gguf_f32)
-    expected = model.chat([{"role": "user", "content": "Hello"}], sampling=False, num_beams=1, repetition_penalty=1.0,
-                          max_new_tokens=8)
+    expected = model.chat(
+        [{"role": "user", "content": "Hello"}], sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=8
+    )
     assert out.stdout == expected + "\n"
 
 

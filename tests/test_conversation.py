@@ -3,14 +3,15 @@ run at once on different threads, and each answers as if it ran alone."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_vision import picture
 
 import minicpmv
-from test_vision import picture
 
 GREEDY = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -94,13 +95,16 @@ def test_video_parts_take_the_model_card_video_settings(model):
 
 def test_the_eval_callback_shows_named_layers_as_the_reference_computes_them(tiny_ckpt, tiny_gguf_f32, tiny_mmproj_f32):
     import torch
-    from reference import load_qwen2_reference, load_vision_reference, reference_vision_embeddings
     from test_vision import normalised
+
+    from reference.models import load_qwen2_reference, load_vision_reference, reference_vision_embeddings
 
     model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, kv_cache_type="f32")
     seen = {}
-    conversation = model.conversation(eval_callback=lambda name, value: seen.setdefault(name, value.copy()),
-                                      eval_names=["resampler_out", "vpm_out", "layer_out-0", "logits"])
+    conversation = model.conversation(
+        eval_callback=lambda name, value: seen.setdefault(name, value.copy()),
+        eval_names=["resampler_out", "vpm_out", "layer_out-0", "logits"],
+    )
     piece = np.random.default_rng(3).integers(0, 256, (224, 336, 3), dtype=np.uint8)
     out = conversation.encode_slices([np.ascontiguousarray(normalised(Image.fromarray(piece)))])
     vpm, resampler = load_vision_reference(tiny_ckpt)
@@ -117,3 +121,17 @@ def test_the_eval_callback_shows_named_layers_as_the_reference_computes_them(tin
     assert seen["layer_out-0"].shape == layer0.shape
     assert np.abs(seen["layer_out-0"] - layer0).max() <= 1e-4 * np.abs(layer0).max()  # f32 files, f32 cache
     np.testing.assert_array_equal(seen["logits"].reshape(-1), logits)  # the last position only
+
+
+def test_loading_is_logged_at_info_through_the_logging_module(tiny_gguf_f32, tiny_mmproj_f32, caplog):
+    with caplog.at_level(logging.INFO, logger="minicpmv"):
+        minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32)
+    messages = [r.getMessage() for r in caplog.records if r.name == "minicpmv" and r.levelno == logging.INFO]
+    assert any(str(tiny_gguf_f32) in m and "qwen2, 3 layers" in m and "MB of weights on CPU" in m for m in messages), (
+        messages
+    )
+    assert any(str(tiny_mmproj_f32) in m and "SigLIP" in m for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="minicpmv"):
+        minicpmv.Model(tiny_gguf_f32)
+    assert not [r for r in caplog.records if r.name == "minicpmv"]  # nothing below the logger's level

@@ -1,4 +1,4 @@
-"""The converter package: synthetic checkpoints (spec §1, §2), tokenizer files (§3, §7), LLM GGUF (§9).
+"""The converter package: synthetic checkpoints (docs/model.md §1, §2), tokenizer files (§3, §7), LLM GGUF (§9).
 
 Expected names, shapes and token ids are written out here from the spec, independently of
 convert/gguf_layout.py, so that a wrong table there fails a test instead of agreeing with itself.
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
+
 from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import checkpoint_tensors, parameter_count
 from minicpmv.convert.hf_to_gguf import Checkpoint, bf16_bits_to_f32, convert_llm, f32_to_bf16_bits
 from minicpmv.convert.synthetic import preset_config, tensor_values
 
-# Spec §3: ids 151643.. in this order; `<unk>` is the ranked BPE token 128244 marked special.
+# docs/model.md §3: ids 151643.. in this order; `<unk>` is the ranked BPE token 128244 marked special.
 SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>",
@@ -38,11 +39,11 @@ N_RANKED, N_MERGES, UNK_ID = 151643, 151387, 128244
 GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
 
 
-# --- spec §1 / §2, written out independently ----------------------------------------------------
+# --- docs/model.md §1 / §2, written out independently ----------------------------------------------------
 
 
 def spec_checkpoint_shapes(c: dict) -> dict[str, tuple[int, ...]]:
-    """Every HF tensor of spec §2 for config ``c``."""
+    """Every HF tensor of docs/model.md §2 for config ``c``."""
     H, F, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     kv = c["num_key_value_heads"] * H // c["num_attention_heads"]
     s = {"llm.model.embed_tokens.weight": (V, H), "llm.model.norm.weight": (H,), "llm.lm_head.weight": (V, H)}
@@ -79,7 +80,7 @@ def spec_checkpoint_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return s
 
 
-# Spec §9: GGUF name → HF name (under `llm.`); ne is the HF shape reversed.
+# docs/model.md §9: GGUF name → HF name (under `llm.`); ne is the HF shape reversed.
 GGUF_TO_HF_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                      "output.weight": "lm_head.weight"}  # fmt: skip
 GGUF_TO_HF_LAYER = {
@@ -198,7 +199,8 @@ REFERENCE_TEXTS = [
 def test_reference_logits_are_finite_and_spread(tiny_ckpt):
     """Greedy decoding comparisons need logits that are wide and rarely tied (std ~3, visible gaps)."""
     import torch
-    from reference import load_hf_tokenizer, load_qwen2_reference
+
+    from reference.models import load_hf_tokenizer, load_qwen2_reference
 
     model, tok = load_qwen2_reference(tiny_ckpt), load_hf_tokenizer(tiny_ckpt)
     gaps = []
@@ -276,7 +278,7 @@ def qwen_tiktoken():
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(tiny_ckpt):
-    from reference import load_hf_tokenizer
+    from reference.models import load_hf_tokenizer
 
     return load_hf_tokenizer(tiny_ckpt)
 
@@ -341,7 +343,7 @@ def test_chat_template_is_chatml(hf_tokenizer):
 
 @pytest.fixture(scope="module")
 def gguf_f16(tiny_gguf_f16):
-    from reference import read_gguf
+    from reference.models import read_gguf
 
     return read_gguf(tiny_gguf_f16)
 
@@ -402,7 +404,7 @@ def test_gguf_vocabulary_decodes_to_tiktoken(gguf_f16):
 
 @pytest.mark.parametrize("fixture,weight_type", [("tiny_gguf_f32", GGML_F32), ("tiny_gguf_f16", GGML_F16)])
 def test_gguf_tensors(request, tiny_ckpt, fixture, weight_type):
-    from reference import checkpoint_state_dict, read_gguf
+    from reference.models import checkpoint_state_dict, read_gguf
 
     c = json.loads((tiny_ckpt / "config.json").read_text())
     gguf = read_gguf(request.getfixturevalue(fixture))
@@ -436,7 +438,7 @@ def test_bf16_rounding_matches_torch():
 
 
 def test_gguf_bf16_keeps_bits(tiny_ckpt, tmp_path):
-    from reference import checkpoint_state_dict, read_gguf
+    from reference.models import checkpoint_state_dict, read_gguf
 
     gguf = read_gguf(convert_llm(tiny_ckpt, tmp_path / "m.gguf", outtype="bf16", progress=False))
     assert gguf.kv["general.file_type"] == 32
@@ -510,7 +512,7 @@ def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path):
 
 
 def test_cli_writes_llama_cpp_name(tiny_ckpt, tmp_path, capsys):
-    from reference import read_gguf
+    from reference.models import read_gguf
 
     out = tmp_path / "out"
     assert cli_main([str(tiny_ckpt), "--outdir", str(out), "--outtype", "f32", "--no-vision", "--no-progress"]) == 0

@@ -1,4 +1,4 @@
-"""The vision GGUF file ("mmproj", spec §9), the one-call CLI, and the PyTorch vision reference (§4, §5).
+"""The vision GGUF file ("mmproj", docs/model.md §9), the one-call CLI, and the PyTorch vision reference (§4, §5).
 
 Expected names and transforms are written out here from the spec, independently of
 convert/gguf_layout.py; files are read back with ggml's own parser (reference.read_gguf).
@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_convert import checkpoint_variant, leftover_temp_files
+
 from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import vision_tensors
 from minicpmv.convert.hf_to_gguf import Checkpoint, convert_llm
 from minicpmv.convert.mmproj import convert_mmproj
 from minicpmv.convert.synthetic import preset_config
-from reference import (
+from reference.models import (
     checkpoint_state_dict,
     load_vision_reference,
     navit_position_ids,
@@ -27,13 +29,12 @@ from reference import (
     sincos_2d_reference,
     tgt_sizes_of,
 )
-from test_convert import checkpoint_variant, leftover_temp_files
 
 GGML_F32, GGML_F16 = 0, 1
-ALWAYS_F32 = {"resampler.query", "resampler.pos_embed_k"}  # besides every 1-D tensor (spec §9)
+ALWAYS_F32 = {"resampler.query", "resampler.pos_embed_k"}  # besides every 1-D tensor (docs/model.md §9)
 
 
-# --- spec §9, written out independently -----------------------------------------------------------
+# --- docs/model.md §9, written out independently -----------------------------------------------------------
 
 
 def spec_mmproj(c: dict) -> dict[str, tuple[str | None, str]]:
@@ -73,7 +74,7 @@ def spec_mmproj(c: dict) -> dict[str, tuple[str | None, str]]:
 
 
 def test_full_config_tensor_count():
-    """455 tensors for the published model, from the name table alone (spec §9)."""
+    """455 tensors for the published model, from the name table alone (docs/model.md §9)."""
     c = preset_config("full")
     table = vision_tensors(c)
     names = [name for _, gguf_names, _ in table for name in gguf_names] + ["resampler.pos_embed_k"]
@@ -127,7 +128,7 @@ def test_metadata(config, tiny_mmproj_f16):
         "clip.vision.block_count": (v["num_hidden_layers"], "u32"),
     }
     assert {k: (gguf.kv[k], gguf.kv_types[k]) for k in expect} == expect
-    assert (config["image_size"], v["patch_size"], config["query_num"]) == (448, 14, 64)  # as spec §9
+    assert (config["image_size"], v["patch_size"], config["query_num"]) == (448, 14, 64)  # as docs/model.md §9
     assert gguf.kv_types["clip.vision.attention.layer_norm_epsilon"] == "f32"
     assert gguf.kv["clip.vision.attention.layer_norm_epsilon"] == pytest.approx(1e-6)
     for key in ("clip.vision.image_mean", "clip.vision.image_std"):
@@ -306,7 +307,7 @@ def test_bad_outtype(tiny_ckpt, tmp_path):
 
 
 def test_reference_position_ids_follow_spec():
-    """Spec §4: floor(70·i/n), one lower where float32 rounding lands on a boundary (n = 25, 49, 50, 55, …)."""
+    """docs/model.md §4: floor(70·i/n), one lower where float32 rounding lands on a boundary (n = 25, 49, 50, 55, …)."""
     lowered = set()
     for n in range(1, 129):
         got = navit_position_ids(tgt_sizes_of([(n, 1)])[0]).numpy() // 70
@@ -317,7 +318,7 @@ def test_reference_position_ids_follow_spec():
     assert {25, 49, 50, 55} <= lowered
     assert navit_position_ids(tgt_sizes_of([(25, 1)])[0])[15] // 70 == 41  # floor(70·15/25) = 42
     assert navit_position_ids(tgt_sizes_of([(2, 3)])[0]).tolist() == [0, 23, 46, 35 * 70, 35 * 70 + 23, 35 * 70 + 46]
-    with pytest.raises(TypeError, match="int32"):  # a Python int step is the slip spec §4 warns of
+    with pytest.raises(TypeError, match="int32"):  # a Python int step is the slip docs/model.md §4 warns of
         navit_position_ids(torch.tensor([25, 1]))
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import minicpmv
-from reference import load_qwen2_reference
+from reference.models import load_qwen2_reference
 
 PROMPT = (
     "The quick brown fox jumps over the lazy dog, and then it runs back home through the forest. "
@@ -102,7 +102,9 @@ def test_greedy_tokens_equal_transformers(model_f32, reference):
 
 def test_greedy_with_repetition_penalty_equals_transformers(model_f32, reference):
     ids = model_f32.chat_prompt([{"role": "user", "content": "Repeat after me: la la la la la la."}])
-    theirs = hf_generate(reference, ids, model_f32._model.stop_ids, do_sample=False, repetition_penalty=1.3, max_new_tokens=32)
+    theirs = hf_generate(
+        reference, ids, model_f32._model.stop_ids, do_sample=False, repetition_penalty=1.3, max_new_tokens=32
+    )
     ours = model_f32.generate(ids, max_new_tokens=32, temperature=0.0, repetition_penalty=1.3)
     assert ours.tokens == theirs
 
@@ -110,13 +112,21 @@ def test_greedy_with_repetition_penalty_equals_transformers(model_f32, reference
 def test_beam_search_equals_transformers(model_f32, reference):
     # HF chat(sampling=False): num_beams=3, repetition_penalty=1.2.
     ids = model_f32.chat_prompt([{"role": "user", "content": "Describe the sea in one sentence. " * 4}])
-    theirs = hf_generate(reference, ids, model_f32._model.stop_ids, do_sample=False, num_beams=3, repetition_penalty=1.2,
-                         max_new_tokens=24)
+    theirs = hf_generate(
+        reference,
+        ids,
+        model_f32._model.stop_ids,
+        do_sample=False,
+        num_beams=3,
+        repetition_penalty=1.2,
+        max_new_tokens=24,
+    )
     ours = model_f32.generate(ids, max_new_tokens=24, sampling=False, num_beams=3, repetition_penalty=1.2)
     assert ours.tokens == theirs
     # chat() with sampling=False is the same search.
-    text = model_f32.chat([{"role": "user", "content": "Describe the sea in one sentence. " * 4}], sampling=False,
-                          max_new_tokens=24)
+    text = model_f32.chat(
+        [{"role": "user", "content": "Describe the sea in one sentence. " * 4}], sampling=False, max_new_tokens=24
+    )
     assert text == model_f32.detokenize(theirs)
 
 
@@ -139,7 +149,12 @@ def test_weights_copied_into_memory_compute_the_same(tiny_q4_k_m, tiny_mmproj_f1
     for use_mmap in (True, False):
         model = minicpmv.Model(tiny_q4_k_m, mmproj_path=tiny_mmproj_f16, n_ctx=128, use_mmap=use_mmap)
         img = np.full((64, 64, 3), 200, np.uint8)
-        logits.append((np.asarray(model.eval(ids, all_logits=True)), np.asarray(model.eval([7])),
-                       np.asarray(model.encode_slices(minicpmv._core._testing.preprocess_image(img)))))
+        logits.append(
+            (
+                np.asarray(model.eval(ids, all_logits=True)),
+                np.asarray(model.eval([7])),
+                np.asarray(model.encode_slices(minicpmv._core._testing.preprocess_image(img))),
+            )
+        )
     for a, b in zip(*logits):
         np.testing.assert_array_equal(a, b)

@@ -33,7 +33,9 @@ def gguf_parts(tiny_gguf_f16):
     return reader.get_field("general.architecture").contents(), fields, tensors
 
 
-def write_variant(parts, dst: Path, arch: str | None = None, drop: str | None = None, reshape: str | None = None) -> Path:
+def write_variant(
+    parts, dst: Path, arch: str | None = None, drop: str | None = None, reshape: str | None = None
+) -> Path:
     """A copy of the tiny GGUF with its architecture renamed, one tensor left out or one tensor cut in half."""
     src_arch, fields, tensors = parts
     writer = GGUFWriter(dst, arch or src_arch)
@@ -174,10 +176,16 @@ def test_out_of_vocabulary_ids(model):
 
 
 def test_cli_errors_are_messages(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tmp_path / "x.gguf"), "hi"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tmp_path / "x.gguf"), "hi"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "minicpmv: error: cannot open" in out.stderr and "Traceback" not in out.stderr
     cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
-    out = subprocess.run([str(cli), "-m", str(tmp_path / "x.gguf"), "-p", "hi"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(cli), "-m", str(tmp_path / "x.gguf"), "-p", "hi"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2 and "error: cannot open" in out.stderr

@@ -1,4 +1,4 @@
-"""Image preprocessing (spec §6, §4 step 1): the C++ slicing plan against a Python reading of the spec,
+"""Image preprocessing (docs/model.md §6, §4 step 1): the C++ slicing plan against a Python reading of the spec,
 the C++ bicubic resize against Pillow itself, the whole pipeline against Pillow + numpy, and bad input."""
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ import time
 import numpy as np
 import PIL
 import pytest
-from minicpmv import _core
 from PIL import Image
-from reference_slicing import PATCH, ensure_divide, reference_plan
 
-QUERIES = 64  # resampler outputs per overview or slice (spec §5)
+from minicpmv import _core
+from reference.slicing import PATCH, ensure_divide, reference_plan
+
+QUERIES = 64  # resampler outputs per overview or slice (docs/model.md §5)
 
 # Pillow 13 (python-pillow/Pillow#9549) resizes columns first when the height shrinks much more than the
 # width; the C++ code follows it (pyproject pins pillow>=13). Older Pillow always does rows first.
 assert int(PIL.__version__.split(".")[0]) >= 13, f"the reference is Pillow >= 13, found {PIL.__version__}"
 
 
-# --- spec §6, read straight from its text -------------------------------------------------------------
+# --- docs/model.md §6, read straight from its text -------------------------------------------------------------
 
 
 def random_sizes(n, seed=20240917):
@@ -39,8 +40,8 @@ def random_sizes(n, seed=20240917):
 
 # --- the slicing plan ---------------------------------------------------------------------------------
 
-# spec §6 table: input, grid, overview, each slice, image tokens (resampler outputs: 64 per overview and
-# per slice; the marker tokens of spec §7 are not counted).
+# docs/model.md §6 table: input, grid, overview, each slice, image tokens (resampler outputs: 64 per overview and
+# per slice; the marker tokens of docs/model.md §7 are not counted).
 TABLE = [
     ((1344, 1344), (3, 3), (448, 448), (448, 448), 640),
     ((448, 448), None, (448, 448), None, 64),
@@ -199,9 +200,7 @@ def reference_preprocess(img, max_slices=9):
     return [((np.asarray(c).astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1) for c in crops]
 
 
-@pytest.mark.parametrize(
-    "size", [s for s, *_ in TABLE] + [(1, 1), (37, 1200), (2000, 33), (5000, 167), (513, 1025)]
-)
+@pytest.mark.parametrize("size", [s for s, *_ in TABLE] + [(1, 1), (37, 1200), (2000, 33), (5000, 167), (513, 1025)])
 def test_preprocess_matches_pillow_pipeline(size):
     img = make_image("smooth" if size[0] * size[1] > 10**6 else "noise", *size, seed=size[0])
     ours = _core._testing.preprocess_image(img)
@@ -216,7 +215,7 @@ def test_preprocess_matches_pillow_pipeline(size):
 def test_preprocess_max_slice_nums():
     img = make_image("noise", 1920, 1080)
     assert len(_core._testing.preprocess_image(img, max_slice_nums=1)) == 1  # never split
-    assert len(_core._testing.preprocess_image(img, max_slice_nums=2)) == 3  # spec §7: video uses 2
+    assert len(_core._testing.preprocess_image(img, max_slice_nums=2)) == 3  # docs/model.md §7: video uses 2
     assert [a.shape for a in _core._testing.preprocess_image(img)][1:] == [(3, 476, 420)] * 8
 
 

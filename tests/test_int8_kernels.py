@@ -23,10 +23,9 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
+from test_bf16_kernels import PROMPT, rms
 
 import minicpmv
-
-from test_bf16_kernels import PROMPT, rms
 
 
 def rounded_activations(x: np.ndarray) -> np.ndarray:
@@ -82,7 +81,10 @@ def step_logits(path, **kwargs) -> np.ndarray:
 
 
 def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32):
-    if minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
+    if (
+        minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
+        is None
+    ):
         pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     ours = step_logits(tiny_q4_k_m)
     ggml = step_logits(tiny_q4_k_m, cpu_repack=True)
@@ -98,17 +100,27 @@ def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32):
     # Greedy replies: the same tokens (batches of 4, so that the prompt too takes the decode path of
     # both). Beam search on this random model ranks near-tied beams and is left to the kernel test.
     msgs = [{"role": "user", "content": "Tell me about the river."}]
-    replies = [minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=4, cpu_repack=repack).chat(msgs, max_new_tokens=24, temperature=0.0)
-               for repack in (False, True)]
+    replies = [
+        minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=4, cpu_repack=repack).chat(
+            msgs, max_new_tokens=24, temperature=0.0
+        )
+        for repack in (False, True)
+    ]
     assert replies[0] == replies[1]
 
 
 def test_prompt_batches_match_the_decode_path(tiny_q4_k_m, tiny_gguf_f32):
     """A prompt batch (panels of unpacked weights) is as close to the f32 model as one token per batch."""
-    if minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)) is None:
+    if (
+        minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
+        is None
+    ):
         pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
-    batch = np.asarray(minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=28, kv_cache_type="f32").eval(
-        minicpmv.Model(tiny_q4_k_m).tokenize(PROMPT)[:28], all_logits=True)).reshape(28, -1)
+    batch = np.asarray(
+        minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=28, kv_cache_type="f32").eval(
+            minicpmv.Model(tiny_q4_k_m).tokenize(PROMPT)[:28], all_logits=True
+        )
+    ).reshape(28, -1)
     steps = step_logits(tiny_q4_k_m)
     exact = step_logits(tiny_gguf_f32)
     per_position = np.abs(batch - steps).max(axis=1) / np.abs(steps).max()

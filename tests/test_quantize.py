@@ -1,8 +1,8 @@
-"""The 16 size variants (spec §10): llama.cpp's per-tensor types, ggml's quantization through the binding,
+"""The 16 size variants (docs/model.md §10): llama.cpp's per-tensor types, ggml's quantization through the binding,
 ``minicpmv-quantize`` (one variant, or all 16 in one pass), the Q8_0 vision file, bad input, killed
 runs, and ``minicpmv-quality``.
 
-The expected types are written here from the spec's text, independently of convert/quant_rules.py.
+The expected types are written here from docs/model.md §10, independently of convert/quant_rules.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
-from reference import read_gguf
 
 import minicpmv
 from minicpmv.convert import ConversionError
@@ -31,8 +30,9 @@ from minicpmv.convert.hf_to_gguf import convert_llm
 from minicpmv.convert.mmproj import convert_mmproj
 from minicpmv.convert.quant_rules import VARIANTS, llm_tensor_type, tensor_nbytes, vision_tensor_type
 from minicpmv.convert.synthetic import PRESETS, preset_config, write_checkpoint
+from reference.models import read_gguf
 
-# --- the spec's table, written independently ---------------------------------------------------------
+# --- docs/model.md §10's table, written independently ---------------------------------------------------------
 
 # Base tensor type and llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*) of each variant.
 SPEC_VARIANTS = {
@@ -46,12 +46,12 @@ FALLBACK = {T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0, T.Q2_K: T.Q4_0, T.Q3
 
 
 def spec_more_bits(i: int, n: int) -> bool:
-    # Divisions are llama.cpp's integer ones: for n = 28, layers 0..2 and 24..27 (spec §10).
+    # Divisions are llama.cpp's integer ones: for n = 28, layers 0..2 and 24..27 (docs/model.md §10).
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
 def spec_type(variant: str, name: str, shape: tuple[int, ...], n_layer: int, gqa: int) -> T:
-    """Spec §10 for one tensor (numpy shape, rows on the last axis)."""
+    """docs/model.md §10 for one tensor (numpy shape, rows on the last axis)."""
     base = SPEC_VARIANTS[variant][0]
     if len(shape) == 1:
         return T.F32  # norms and biases
@@ -101,7 +101,7 @@ def test_tensor_types_of_28_layers_follow_spec(variant):
         assert llm_tensor_type(VARIANTS[variant], name, shape, 28, 7) == spec_type(variant, name, shape, 28, 7), name
 
 
-# The published files' sizes (spec §10), from the types alone: tensor bytes of the full shapes.
+# The published files' sizes (docs/model.md §10), from the types alone: tensor bytes of the full shapes.
 @pytest.mark.parametrize("variant,published_gb", [("F16", 15.2), ("Q8_0", 8.1), ("Q4_K_M", 4.68), ("Q2_K", 3.01)])
 def test_full_model_sizes_match_published_files(variant, published_gb):
     tensors = llm_tensors(preset_config("full"))
@@ -296,7 +296,7 @@ def test_bf16_source_gives_the_same_bytes(all_variants, tmp_path):
         assert t.type == expected.tensors[name].type and np.array_equal(t.data, expected.tensors[name].data), name
 
 
-# A checkpoint whose LLM widths are multiples of 32 but not of 256: every K-quant falls back (spec §10).
+# A checkpoint whose LLM widths are multiples of 32 but not of 256: every K-quant falls back (docs/model.md §10).
 ODD = {
     "_name_or_path": "minicpmv-synthetic-odd",
     "hidden_size": 384,

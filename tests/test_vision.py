@@ -1,4 +1,4 @@
-"""Images end to end against the reference pipeline (tests/reference_chat.py: HF MiniCPM-V chat()
+"""Images end to end against the reference pipeline (tests/reference/chat.py: HF MiniCPM-V chat()
 rebuilt from transformers' Idefics2VisionTransformer, a torch.nn.MultiheadAttention resampler, Pillow
 and the checkpoint's tokenizer) on the tiny synthetic checkpoint.
 
@@ -16,13 +16,20 @@ import io
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import minicpmv
-import torch
-from reference import load_hf_tokenizer, load_qwen2_reference, load_vision_reference, navit_position_ids
-from reference import reference_vision_embeddings, sincos_2d_reference, tgt_sizes_of
-from reference_chat import hf_slices, reference_greedy, reference_inputs_embeds, reference_prompt
+from reference.chat import hf_slices, reference_greedy, reference_inputs_embeds, reference_prompt
+from reference.models import (
+    load_hf_tokenizer,
+    load_qwen2_reference,
+    load_vision_reference,
+    navit_position_ids,
+    reference_vision_embeddings,
+    sincos_2d_reference,
+    tgt_sizes_of,
+)
 
 GREEDY = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=16)
 
@@ -53,7 +60,7 @@ def normalised(piece: Image.Image) -> np.ndarray:
     return ((np.asarray(piece, dtype=np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)
 
 
-# Spec §4: the sides where a float32 step (HF: 1 / an int32 tgt_sizes entry) and a float64 step
+# docs/model.md §4: the sides where a float32 step (HF: 1 / an int32 tgt_sizes entry) and a float64 step
 # (1 / a Python int) bucket differently, measured with torch 2.13.
 STEP_SENSITIVE_SIDES = {25, 49, 50, 55, 58, 82, 86, 94, 95, 98, 100, 110, 115, 125}
 
@@ -119,42 +126,42 @@ def make_video(path, seconds: int, fps: int = 4, size=(640, 360)):
             container.mux(packet)
 
 
+def user(*content) -> dict:
+    return {"role": "user", "content": list(content)}
+
+
 def conversations(tmp_path_factory):
     video = tmp_path_factory.mktemp("video") / "clip.mp4"
     make_video(video, seconds=6)
     frames = minicpmv.video.load_frames(video)
     assert len(frames) == 6
+    what = "What is this?"
     return {
-        "one image": ([{"role": "user", "content": [picture(800, 600, 1), "What is in the picture?"]}], {}),
+        "one image": ([user(picture(800, 600, 1), "What is in the picture?")], {}),
         "three images": (
-            [{"role": "user", "content": [picture(500, 500, 2), picture(300, 200, 3), picture(1920, 1080, 4),
-                                          "Compare the three pictures."]}],
+            [user(picture(500, 500, 2), picture(300, 200, 3), picture(1920, 1080, 4), "Compare the three pictures.")],
             {},
         ),
         "two-shot": (
             [
-                {"role": "user", "content": [picture(448, 448, 5), "What colour dominates?"]},
+                user(picture(448, 448, 5), "What colour dominates?"),
                 {"role": "assistant", "content": "Red."},
-                {"role": "user", "content": [picture(640, 480, 6), "What colour dominates?"]},
+                user(picture(640, 480, 6), "What colour dominates?"),
                 {"role": "assistant", "content": "Green."},
-                {"role": "user", "content": [picture(1000, 3000, 7), "What colour dominates?"]},
+                user(picture(1000, 3000, 7), "What colour dominates?"),
             ],
             {},
         ),
-        "video": (
-            [{"role": "user", "content": frames + ["Describe the video."]}],
-            dict(use_image_id=False, max_slice_nums=2),
-        ),
-        # Grids with step-sensitive sides (spec §4): overview 18×55 patches and 2×4 slices of 26×39.
-        "tall 1000x3000": ([{"role": "user", "content": [picture(1000, 3000, 15), "What is this?"]}], {}),
-        "wide 900x300": ([{"role": "user", "content": [picture(900, 300, 16), "What is this?"]}], {}),  # 55×18
-        "350x700": ([{"role": "user", "content": [picture(350, 700, 17), "What is this?"]}], {}),
-        "700x350": ([{"role": "user", "content": [picture(700, 350, 18), "What is this?"]}], {}),
-        "small tall upscaled 40x390": ([{"role": "user", "content": [picture(40, 390, 19), "What is this?"]}], {}),  # 10×100
-        "small wide upscaled 50x30": ([{"role": "user", "content": [picture(50, 30, 20), "What is this?"]}], {}),  # 41×25
+        "video": ([user(*frames, "Describe the video.")], dict(use_image_id=False, max_slice_nums=2)),
+        # Grids with step-sensitive sides (docs/model.md §4): overview 18×55 patches, 2×4 slices of 26×39.
+        "tall 1000x3000": ([user(picture(1000, 3000, 15), what)], {}),
+        "wide 900x300": ([user(picture(900, 300, 16), what)], {}),  # overview 55×18
+        "350x700": ([user(picture(350, 700, 17), what)], {}),
+        "700x350": ([user(picture(700, 350, 18), what)], {}),
+        "small tall upscaled 40x390": ([user(picture(40, 390, 19), what)], {}),  # 10×100
+        "small wide upscaled 50x30": ([user(picture(50, 30, 20), what)], {}),  # 41×25
         "three aspect ratios": (
-            [{"role": "user", "content": [picture(1000, 3000, 21), picture(900, 300, 22), picture(700, 350, 23),
-                                          "Which is the widest?"]}],
+            [user(picture(1000, 3000, 21), picture(900, 300, 22), picture(700, 350, 23), "Which is the widest?")],
             {},
         ),
     }
@@ -165,9 +172,22 @@ def cases(tmp_path_factory):
     return conversations(tmp_path_factory)
 
 
-@pytest.mark.parametrize("name", ["one image", "three images", "two-shot", "video", "tall 1000x3000", "wide 900x300",
-                                  "350x700", "700x350", "small tall upscaled 40x390", "small wide upscaled 50x30",
-                                  "three aspect ratios"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "one image",
+        "three images",
+        "two-shot",
+        "video",
+        "tall 1000x3000",
+        "wide 900x300",
+        "350x700",
+        "700x350",
+        "small tall upscaled 40x390",
+        "small wide upscaled 50x30",
+        "three aspect ratios",
+    ],
+)
 def test_chat_with_images_equals_the_reference(model, references, cases, name):
     qwen2, vpm, resampler, tokenizer = references
     msgs, options = cases[name]
@@ -177,13 +197,19 @@ def test_chat_with_images_equals_the_reference(model, references, cases, name):
 
     # The embedding sequence: our slices and their resampler outputs against the reference's.
     images = [c for m in msgs if not isinstance(m["content"], str) for c in m["content"] if isinstance(c, Image.Image)]
-    ours = [a for img in images for a in minicpmv._core._testing.preprocess_image(np.asarray(img), options.get("max_slice_nums", 9))]
+    ours = [
+        a
+        for img in images
+        for a in minicpmv._core._testing.preprocess_image(np.asarray(img), options.get("max_slice_nums", 9))
+    ]
     assert [a.shape for a in ours] == [normalised(s).shape for s in slices]
     for a, s in zip(ours, slices):
         assert np.abs(a - normalised(s)).max() <= 1 / 127.5
     # All slices of the request in one reference batch, as HF's get_vllm_embedding runs them.
     embedded = model.encode_slices(ours)
-    for i, (row, theirs) in enumerate(zip(embedded, reference_vision_embeddings(vpm, resampler, [np.asarray(s) for s in slices]))):
+    for i, (row, theirs) in enumerate(
+        zip(embedded, reference_vision_embeddings(vpm, resampler, [np.asarray(s) for s in slices]))
+    ):
         err = np.abs(row.reshape(theirs.shape) - theirs).max() / np.abs(theirs).max()
         assert err <= 1e-4, (i, slices[i].size, err)
 
@@ -262,7 +288,9 @@ def test_more_images_than_the_context_holds(tiny_gguf_f32, tiny_mmproj_f32):
     with pytest.raises(minicpmv.ContextFullError, match="context holds 512"):
         small.chat(msgs, max_new_tokens=4)
     assert small.last_result is None
-    assert isinstance(small.chat([{"role": "user", "content": [picture(100, 100, 0), "?"]}], max_new_tokens=2, seed=0), str)
+    assert isinstance(
+        small.chat([{"role": "user", "content": [picture(100, 100, 0), "?"]}], max_new_tokens=2, seed=0), str
+    )
 
 
 def test_mismatched_files_are_rejected(tiny_gguf_f32, tiny_mmproj_f32):
@@ -273,7 +301,7 @@ def test_mismatched_files_are_rejected(tiny_gguf_f32, tiny_mmproj_f32):
 
 
 def test_position_ids_are_not_plain_floor():
-    # spec §4: nominally floor(70·j/n), but float32 rounding puts some boundaries one lower (n = 25, …).
+    # docs/model.md §4: nominally floor(70·j/n), but float32 rounding puts some boundaries one lower (n = 25, …).
     assert minicpmv._core._testing.position_ids(25, 1) != [(70 * j) // 25 for j in range(25)]
 
 
@@ -283,11 +311,28 @@ def test_cli_answers_about_an_image(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
 
     path = tmp_path / "picture.png"
     picture(400, 300, 21).save(path)
-    args = ["chat", "-m", str(tiny_gguf_f32), "--mmproj", str(tiny_mmproj_f32), "--image", str(path), "-n", "6", "--greedy"]
-    out = subprocess.run([sys.executable, "-m", "minicpmv.cli", *args, "What is this?"], capture_output=True, text=True,
-                         timeout=300)
+    args = [
+        "chat",
+        "-m",
+        str(tiny_gguf_f32),
+        "--mmproj",
+        str(tiny_mmproj_f32),
+        "--image",
+        str(path),
+        "-n",
+        "6",
+        "--greedy",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "minicpmv.cli", *args, "What is this?"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32)
-    expected = model.chat([{"role": "user", "content": [Image.open(path), "What is this?"]}], sampling=False, num_beams=1,
-                          repetition_penalty=1.0, max_new_tokens=6)
+    expected = model.chat(
+        [{"role": "user", "content": [Image.open(path), "What is this?"]}],
+        sampling=False,
+        num_beams=1,
+        repetition_penalty=1.0,
+        max_new_tokens=6,
+    )
     assert out.stdout == expected + "\n"

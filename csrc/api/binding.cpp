@@ -1,5 +1,5 @@
 // The pybind11 module minicpmv._core: type conversion, GIL release around compute, error mapping —
-// nothing else (STYLE.md §7). Message parsing and the HF-style chat() live in python/minicpmv.
+// nothing else (docs/architecture.md §4). Message parsing and the HF-style chat() live in python/minicpmv.
 // One bind_* function per concern; helpers that only tests need sit in minicpmv._core._testing.
 #include "core/error.h"
 #include "core/log.h"
@@ -19,6 +19,7 @@
 #include "model/vision_model.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
@@ -51,7 +52,8 @@ ggml_type kv_type_from_name(const std::string & name) {
 // invalid argument that names what it got.
 RgbImage rgb_image_from_array(const py::handle & object) {
     if (!py::isinstance<py::array>(object)) {
-        throw Error(ErrorCode::invalid_argument, "image: expected a uint8 array, got " + std::string(py::str(object.get_type().attr("__name__"))));
+        throw Error(ErrorCode::invalid_argument,
+                    "image: expected a uint8 array, got " + std::string(py::str(object.get_type().attr("__name__"))));
     }
     const auto array = py::reinterpret_borrow<py::array>(object);
     if (!array.dtype().is(py::dtype::of<uint8_t>())) {
@@ -135,7 +137,7 @@ void bind_errors(py::module_ & m) {
     py::object base = py::reinterpret_steal<py::object>(PyErr_NewException("minicpmv.MinicpmvError", PyExc_Exception, nullptr));
     m.attr("MinicpmvError") = base;
     for (const auto & [code, name] : kErrorNames) {
-        PyObject * builtin = code == ErrorCode::io ? PyExc_OSError
+        PyObject * builtin = code == ErrorCode::io                                            ? PyExc_OSError
                              : code == ErrorCode::unsupported || code == ErrorCode::cancelled ? PyExc_RuntimeError
                                                                                               : PyExc_ValueError;
         py::tuple bases = py::make_tuple(base, py::handle(builtin));
@@ -161,26 +163,29 @@ void bind_logging(py::module_ & m) {
         .value("info", LogLevel::info)
         .value("warn", LogLevel::warn)
         .value("error", LogLevel::error);
-    m.def("set_log_callback", [](std::optional<py::function> fn) {
-        // Never freed: a message in flight may still use the previous function (core/log.h).
-        void * data = fn ? new py::function(std::move(*fn)) : nullptr;
-        py::gil_scoped_release release;  // the core's lock is never held while the GIL is wanted
-        if (data == nullptr) {
-            set_log_callback(nullptr, nullptr);
-            return;
-        }
-        set_log_callback(
-            [](LogLevel level, const char * text, void * f) {
-                if (!Py_IsInitialized()) return;
-                py::gil_scoped_acquire gil;
-                try {
-                    (*static_cast<py::function *>(f))(level, to_str(text));
-                } catch (py::error_already_set & e) {
-                    e.discard_as_unraisable("minicpmv log callback");
-                }
-            },
-            data);
-    }, py::arg("callback"), "Sends the core's (and ggml's) messages to callback(level, text); None silences them.");
+    m.def(
+        "set_log_callback",
+        [](std::optional<py::function> fn) {
+            // Never freed: a message in flight may still use the previous function (core/log.h).
+            void * data = fn ? new py::function(std::move(*fn)) : nullptr;
+            py::gil_scoped_release release;  // the core's lock is never held while the GIL is wanted
+            if (data == nullptr) {
+                set_log_callback(nullptr, nullptr);
+                return;
+            }
+            set_log_callback(
+                [](LogLevel level, const char * text, void * f) {
+                    if (!Py_IsInitialized()) return;
+                    py::gil_scoped_acquire gil;
+                    try {
+                        (*static_cast<py::function *>(f))(level, to_str(text));
+                    } catch (py::error_already_set & e) {
+                        e.discard_as_unraisable("minicpmv log callback");
+                    }
+                },
+                data);
+        },
+        py::arg("callback"), "Sends the core's (and ggml's) messages to callback(level, text); None silences them.");
 }
 
 // --- parameters: the C++ structs and their defaults functions, so each default lives once ---------
@@ -222,8 +227,9 @@ void bind_params(py::module_ & m) {
         .def(py::init(&default_chat_options))
         .def_readwrite("max_slice_nums", &ChatOptions::max_slice_nums)
         .def_readwrite("use_image_id", &ChatOptions::use_image_id);
-    m.def("default_slice_nums", [] { return default_slicing_params().max_slice_nums; },
-          "HF's max_slice_nums when a conversation has no video frames.");
+    m.def(
+        "default_slice_nums", [] { return default_slicing_params().max_slice_nums; },
+        "HF's max_slice_nums when a conversation has no video frames.");
 }
 
 // --- tokenizer and model -------------------------------------------------------------------------
@@ -234,8 +240,10 @@ void bind_model(py::module_ & m) {
              py::arg("merges"), py::arg("types"))
         .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("parse_special") = false,
              py::call_guard<py::gil_scoped_release>())
-        .def("decode", [](const Tokenizer & t, const std::vector<int32_t> & ids) { return to_str(t.decode(ids)); }, py::arg("ids"))
-        .def("token_bytes", [](const Tokenizer & t, int32_t id) { return py::bytes(t.token_bytes(id)); }, py::arg("id"))
+        .def(
+            "decode", [](const Tokenizer & t, const std::vector<int32_t> & ids) { return to_str(t.decode(ids)); }, py::arg("ids"))
+        .def(
+            "token_bytes", [](const Tokenizer & t, int32_t id) { return py::bytes(t.token_bytes(id)); }, py::arg("id"))
         .def("find", &Tokenizer::find, py::arg("text"))
         .def_property_readonly("n_vocab", &Tokenizer::n_vocab);
 
@@ -268,22 +276,24 @@ void bind_model(py::module_ & m) {
              }),
              py::arg("model_path"), py::arg("mmproj_path") = "", py::arg("params") = default_model_params())
         .def_property_readonly("has_vision", [](const Model & m) { return m.vision() != nullptr; })
-        .def_property_readonly("vision_config", [](const Model & m) -> std::optional<VisionConfig> {
-            if (m.vision() == nullptr) return std::nullopt;
-            return m.vision()->config();
-        })
+        .def_property_readonly("vision_config",
+                               [](const Model & m) -> std::optional<VisionConfig> {
+                                   if (m.vision() == nullptr) return std::nullopt;
+                                   return m.vision()->config();
+                               })
         .def_property_readonly("tokenizer", &Model::tokenizer, py::return_value_policy::reference_internal)
         .def_property_readonly("stop_ids", &Model::stop_ids)
         .def_property_readonly("device", [](const Model & m) { return std::string(ggml_backend_dev_name(m.device())); })
         .def_property_readonly("weights_bytes", &Model::weights_bytes)
         .def_property_readonly("config", &Model::config)
-        .def("chat_prompt",
-             [](const Model & m, const py::list & turns, const ChatOptions & options, bool video) {
-                 ChatMessages messages = chat_messages(turns, video);
-                 py::gil_scoped_release release;
-                 return chat_prompt(m, messages, options);
-             },
-             py::arg("turns"), py::arg("options") = default_chat_options(), py::arg("video") = false);
+        .def(
+            "chat_prompt",
+            [](const Model & m, const py::list & turns, const ChatOptions & options, bool video) {
+                ChatMessages messages = chat_messages(turns, video);
+                py::gil_scoped_release release;
+                return chat_prompt(m, messages, options);
+            },
+            py::arg("turns"), py::arg("options") = default_chat_options(), py::arg("video") = false);
 }
 
 // --- conversations -------------------------------------------------------------------------------
@@ -336,11 +346,12 @@ void bind_conversation(py::module_ & m) {
     py::class_<Prompt>(m, "Prompt")
         .def(py::init([](std::vector<int32_t> tokens) { return token_prompt(std::move(tokens)); }), py::arg("tokens"))
         .def_readonly("tokens", &Prompt::tokens)
-        .def_property_readonly("spans", [](const Prompt & p) {
-            py::list out;
-            for (const Prompt::Span & s : p.spans) out.append(py::make_tuple(s.begin, s.image, s.slice));
-            return out;
-        })
+        .def_property_readonly("spans",
+                               [](const Prompt & p) {
+                                   py::list out;
+                                   for (const Prompt::Span & s : p.spans) out.append(py::make_tuple(s.begin, s.image, s.slice));
+                                   return out;
+                               })
         .def("__len__", [](const Prompt & p) { return p.tokens.size(); });
 
     py::class_<GenerateResult>(m, "GenerateResult")
@@ -359,48 +370,53 @@ void bind_conversation(py::module_ & m) {
         });
 
     py::class_<Session>(m, "Session")
-        .def("eval",
-             [](Session & s, const std::vector<int32_t> & tokens, bool all_logits) {
-                 std::vector<float> logits;
-                 {
-                     py::gil_scoped_release release;
-                     logits = s.eval(tokens, all_logits);
-                 }
-                 return float_array(logits, {static_cast<py::ssize_t>(logits.size())});
-             },
-             py::arg("tokens"), py::arg("all_logits") = false)
+        .def(
+            "eval",
+            [](Session & s, const std::vector<int32_t> & tokens, bool all_logits) {
+                std::vector<float> logits;
+                {
+                    py::gil_scoped_release release;
+                    logits = s.eval(tokens, all_logits);
+                }
+                return float_array(logits, {static_cast<py::ssize_t>(logits.size())});
+            },
+            py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &Session::truncate, py::arg("n"))
-        .def("encode_slices",
-             [](Session & s, const std::vector<FloatArray> & slices) {
-                 // Each slice: normalised float32 [3, H, W]; returns [n, n_query·embed].
-                 std::vector<VisionInput> inputs;
-                 for (const auto & a : slices) {
-                     if (a.ndim() != 3 || a.shape(0) != 3) throw Error(ErrorCode::invalid_argument, "a slice must be a [3, H, W] array");
-                     VisionInput in;
-                     in.size = checked_size(a.shape(2), a.shape(1), "slice");
-                     in.pixels.assign(a.data(), a.data() + a.size());
-                     inputs.push_back(std::move(in));
-                 }
-                 std::vector<const VisionInput *> ptrs;
-                 for (const VisionInput & in : inputs) ptrs.push_back(&in);
-                 std::vector<float> out;
-                 {
-                     py::gil_scoped_release release;
-                     out = s.encode_slices(ptrs);
-                 }
-                 const auto per = static_cast<py::ssize_t>(out.size() / std::max<size_t>(1, inputs.size()));
-                 return float_array(out, {static_cast<py::ssize_t>(inputs.size()), per});
-             },
-             py::arg("slices"))
+        .def(
+            "encode_slices",
+            [](Session & s, const std::vector<FloatArray> & slices) {
+                // Each slice: normalised float32 [3, H, W]; returns [n, n_query·embed].
+                std::vector<VisionInput> inputs;
+                for (const auto & a : slices) {
+                    if (a.ndim() != 3 || a.shape(0) != 3)
+                        throw Error(ErrorCode::invalid_argument, "a slice must be a [3, H, W] array");
+                    VisionInput in;
+                    in.size = checked_size(a.shape(2), a.shape(1), "slice");
+                    in.pixels.assign(a.data(), a.data() + a.size());
+                    inputs.push_back(std::move(in));
+                }
+                std::vector<const VisionInput *> ptrs;
+                for (const VisionInput & in : inputs) ptrs.push_back(&in);
+                std::vector<float> out;
+                {
+                    py::gil_scoped_release release;
+                    out = s.encode_slices(ptrs);
+                }
+                const auto per = static_cast<py::ssize_t>(out.size() / std::max<size_t>(1, inputs.size()));
+                return float_array(out, {static_cast<py::ssize_t>(inputs.size()), per});
+            },
+            py::arg("slices"))
         .def_property_readonly("tokens", &Session::tokens)
         .def_property_readonly("n_ctx", &Session::n_ctx)
-        .def("generate",
-             [](Session & s, const Prompt & prompt, const GenerateParams & params, const std::function<bool(py::bytes)> & on_piece) {
-                 const PieceCallback cb = piece_callback(on_piece);
-                 py::gil_scoped_release release;
-                 return s.generate(prompt, params, cb);
-             },
-             py::arg("prompt"), py::arg("params"), py::arg("on_piece") = nullptr);
+        .def(
+            "generate",
+            [](Session & s, const Prompt & prompt, const GenerateParams & params,
+               const std::function<bool(py::bytes)> & on_piece) {
+                const PieceCallback cb = piece_callback(on_piece);
+                py::gil_scoped_release release;
+                return s.generate(prompt, params, cb);
+            },
+            py::arg("prompt"), py::arg("params"), py::arg("on_piece") = nullptr);
 
     py::class_<PyConversation>(m, "Conversation")
         .def(py::init([](const Model & model, const SessionParams & params, std::optional<py::function> eval_callback,
@@ -412,57 +428,66 @@ void bind_conversation(py::module_ & m) {
              }),
              py::arg("model"), py::arg("params") = default_session_params(), py::arg("eval_callback") = py::none(),
              py::arg("eval_names") = std::vector<std::string>{}, py::keep_alive<1, 2>())
-        .def_property_readonly("session", [](PyConversation & c) -> Session & { return c.conversation.session(); },
-                               py::return_value_policy::reference_internal)
-        .def("set_messages",
-             [](PyConversation & c, const py::list & turns, bool video) { c.conversation.set_messages(chat_messages(turns, video)); },
-             py::arg("turns"), py::arg("video") = false)
+        .def_property_readonly(
+            "session", [](PyConversation & c) -> Session & { return c.conversation.session(); },
+            py::return_value_policy::reference_internal)
+        .def(
+            "set_messages",
+            [](PyConversation & c, const py::list & turns, bool video) {
+                c.conversation.set_messages(chat_messages(turns, video));
+            },
+            py::arg("turns"), py::arg("video") = false)
         .def("reset", [](PyConversation & c) { c.conversation.reset(); })
         .def_property_readonly("n_turns", [](const PyConversation & c) { return c.conversation.n_turns(); })
-        .def("prompt", [](const PyConversation & c, const ChatOptions & o) { return c.conversation.prompt(o); },
-             py::arg("options") = default_chat_options())
-        .def("generate",
-             [](PyConversation & c, const GenerateParams & params, const ChatOptions & options,
-                const std::function<bool(py::bytes)> & on_piece) {
-                 const PieceCallback cb = piece_callback(on_piece);
-                 py::gil_scoped_release release;
-                 return c.conversation.generate(params, options, cb);
-             },
-             py::arg("params") = default_generate_params(), py::arg("options") = default_chat_options(), py::arg("on_piece") = nullptr);
+        .def(
+            "prompt", [](const PyConversation & c, const ChatOptions & o) { return c.conversation.prompt(o); },
+            py::arg("options") = default_chat_options())
+        .def(
+            "generate",
+            [](PyConversation & c, const GenerateParams & params, const ChatOptions & options,
+               const std::function<bool(py::bytes)> & on_piece) {
+                const PieceCallback cb = piece_callback(on_piece);
+                py::gil_scoped_release release;
+                return c.conversation.generate(params, options, cb);
+            },
+            py::arg("params") = default_generate_params(), py::arg("options") = default_chat_options(),
+            py::arg("on_piece") = nullptr);
 }
 
 // --- quantization (the converter's) ----------------------------------------------------------------
 
 void bind_quantize(py::module_ & m) {
-    m.def("quantize",
-          [](const py::array & src, int src_type, int dst_type, int n_threads) {
-              // Rows are the last axis, as in ggml (ne[0]); the result is uint8 [..., bytes per row].
-              const auto st = static_cast<ggml_type>(src_type), dt = static_cast<ggml_type>(dst_type);
-              if (!src.dtype().is(source_dtype(st))) {
-                  throw Error(ErrorCode::invalid_argument, "quantize: a " + std::string(ggml_type_name(st)) + " source must be a " +
-                                                               py::str(source_dtype(st)).cast<std::string>() + " array, got " +
-                                                               py::str(src.dtype()).cast<std::string>());
-              }
-              if (src.ndim() < 1 || !(src.flags() & py::array::c_style)) {
-                  throw Error(ErrorCode::invalid_argument, "quantize: the source must be a C-contiguous array of at least one axis");
-              }
-              const int64_t n_per_row = src.shape(src.ndim() - 1);
-              const size_t row_bytes = quantized_row_size(dt, n_per_row);
-              const int64_t nrows = static_cast<int64_t>(src.size()) / n_per_row;
-              std::vector<py::ssize_t> shape(src.shape(), src.shape() + src.ndim());
-              shape.back() = static_cast<py::ssize_t>(row_bytes);
-              py::array_t<uint8_t> out(shape);
-              uint8_t * dst = out.mutable_data();
-              const void * data = src.data();
-              {
-                  py::gil_scoped_release release;
-                  quantize_rows(dt, dst, st, data, nrows, n_per_row, n_threads);
-              }
-              return out;
-          },
-          py::arg("src"), py::arg("src_type"), py::arg("dst_type"), py::arg("n_threads") = 0,
-          "ggml's quantization of the rows of `src` (f32 / f16 / bf16 as uint16) into `dst_type` (ggml type ids), "
-          "multi-threaded; returns the bytes as uint8 [..., row bytes].");
+    m.def(
+        "quantize",
+        [](const py::array & src, int src_type, int dst_type, int n_threads) {
+            // Rows are the last axis, as in ggml (ne[0]); the result is uint8 [..., bytes per row].
+            const auto st = static_cast<ggml_type>(src_type), dt = static_cast<ggml_type>(dst_type);
+            if (!src.dtype().is(source_dtype(st))) {
+                throw Error(ErrorCode::invalid_argument, "quantize: a " + std::string(ggml_type_name(st)) + " source must be a " +
+                                                             py::str(source_dtype(st)).cast<std::string>() + " array, got " +
+                                                             py::str(src.dtype()).cast<std::string>());
+            }
+            if (src.ndim() < 1 || !(src.flags() & py::array::c_style)) {
+                throw Error(ErrorCode::invalid_argument,
+                            "quantize: the source must be a C-contiguous array of at least one axis");
+            }
+            const int64_t n_per_row = src.shape(src.ndim() - 1);
+            const size_t row_bytes = quantized_row_size(dt, n_per_row);
+            const int64_t nrows = static_cast<int64_t>(src.size()) / n_per_row;
+            std::vector<py::ssize_t> shape(src.shape(), src.shape() + src.ndim());
+            shape.back() = static_cast<py::ssize_t>(row_bytes);
+            py::array_t<uint8_t> out(shape);
+            uint8_t * dst = out.mutable_data();
+            const void * data = src.data();
+            {
+                py::gil_scoped_release release;
+                quantize_rows(dt, dst, st, data, nrows, n_per_row, n_threads);
+            }
+            return out;
+        },
+        py::arg("src"), py::arg("src_type"), py::arg("dst_type"), py::arg("n_threads") = 0,
+        "ggml's quantization of the rows of `src` (f32 / f16 / bf16 as uint16) into `dst_type` (ggml type ids), "
+        "multi-threaded; returns the bytes as uint8 [..., row bytes].");
 }
 
 // --- minicpmv._core._testing: the core's pieces one by one, for tests against references ------------
@@ -486,116 +511,130 @@ class PyBeamStepper : public BeamStepper {
 };
 
 void require_row(const FloatArray & a, const char * what) {
-    if (a.ndim() != 1 || a.size() == 0) throw Error(ErrorCode::invalid_argument, std::string(what) + " must be a non-empty 1-D float32 array");
+    if (a.ndim() != 1 || a.size() == 0)
+        throw Error(ErrorCode::invalid_argument, std::string(what) + " must be a non-empty 1-D float32 array");
 }
 
 void bind_testing(py::module_ t) {
-    t.def("sample_token",
-          [](FloatArray logits, const std::vector<int32_t> & generated, const SamplingParams & params) {
-              require_row(logits, "sample_token: logits");
-              Sampler sampler(params);
-              std::vector<float> row(logits.data(), logits.data() + logits.size());
-              return sampler.sample(row.data(), static_cast<int32_t>(row.size()), generated);
-          },
-          py::arg("logits"), py::arg("generated"), py::arg("params"));
-    t.def("beam_search_toy",
-          [](py::function step_fn, FloatArray first_logits, const BeamSearchParams & params, int32_t max_new_tokens,
-             const std::vector<int32_t> & stop_ids) {
-              require_row(first_logits, "beam_search_toy: first_logits");
-              BeamSearchParams p = params;
-              p.max_new_tokens = max_new_tokens;
-              const auto n_vocab = static_cast<int32_t>(first_logits.size());
-              PyBeamStepper stepper(std::move(step_fn), n_vocab);
-              return beam_search(stepper, first_logits.data(), n_vocab, p, stop_ids);
-          },
-          py::arg("step_fn"), py::arg("first_logits"), py::arg("params"), py::arg("max_new_tokens"), py::arg("stop_ids"));
+    t.def(
+        "sample_token",
+        [](FloatArray logits, const std::vector<int32_t> & generated, const SamplingParams & params) {
+            require_row(logits, "sample_token: logits");
+            Sampler sampler(params);
+            std::vector<float> row(logits.data(), logits.data() + logits.size());
+            return sampler.sample(row.data(), static_cast<int32_t>(row.size()), generated);
+        },
+        py::arg("logits"), py::arg("generated"), py::arg("params"));
+    t.def(
+        "beam_search_toy",
+        [](py::function step_fn, FloatArray first_logits, const BeamSearchParams & params, int32_t max_new_tokens,
+           const std::vector<int32_t> & stop_ids) {
+            require_row(first_logits, "beam_search_toy: first_logits");
+            BeamSearchParams p = params;
+            p.max_new_tokens = max_new_tokens;
+            const auto n_vocab = static_cast<int32_t>(first_logits.size());
+            PyBeamStepper stepper(std::move(step_fn), n_vocab);
+            return beam_search(stepper, first_logits.data(), n_vocab, p, stop_ids);
+        },
+        py::arg("step_fn"), py::arg("first_logits"), py::arg("params"), py::arg("max_new_tokens"), py::arg("stop_ids"));
 
     // Image preprocessing (docs/model.md §6). Sizes are (width, height) tuples, crops (x, y, width, height).
-    t.def("slice_plan",
-          [](int64_t width, int64_t height, int32_t max_slice_nums, int32_t scale_resolution, int32_t patch_size) {
-              SlicingParams p = default_slicing_params();
-              p.max_slice_nums = max_slice_nums;
-              p.scale_resolution = scale_resolution;
-              p.patch_size = patch_size;
-              const SlicePlan plan = plan_slices(checked_size(width, height, "image"), p);
-              py::dict d;
-              d["overview"] = size_tuple(plan.overview);
-              d["grid"] = py::none();
-              d["refine"] = py::none();
-              py::list slices;
-              if (plan.slices) {
-                  d["grid"] = py::make_tuple(plan.slices->grid.cols, plan.slices->grid.rows);
-                  d["refine"] = size_tuple(plan.slices->refined);
-                  for (const Rect & r : plan.slices->crops) slices.append(py::make_tuple(r.x, r.y, r.size.width, r.size.height));
-              }
-              d["slices"] = slices;
-              return d;
-          },
-          py::arg("width"), py::arg("height"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums,
-          py::arg("scale_resolution") = default_slicing_params().scale_resolution,
-          py::arg("patch_size") = default_slicing_params().patch_size);
-    t.def("resize_rgb",
-          [](const py::array & image, int64_t width, int64_t height) {
-              const RgbImage in = rgb_image_from_array(image);
-              const Size target = checked_size(width, height, "resize target");
-              std::optional<RgbImage> out;
-              {
-                  py::gil_scoped_release release;
-                  out.emplace(resize_bicubic(in, target));
-              }
-              return array_from_rgb_image(*out);
-          },
-          py::arg("image"), py::arg("width"), py::arg("height"));
-    t.def("preprocess_image",
-          [](const py::array & image, int32_t max_slice_nums) {
-              const RgbImage in = rgb_image_from_array(image);
-              SlicingParams p = default_slicing_params();
-              p.max_slice_nums = max_slice_nums;
-              std::vector<VisionInput> inputs;
-              {
-                  py::gil_scoped_release release;
-                  inputs = preprocess_image(in, p);
-              }
-              py::list out;
-              for (const VisionInput & v : inputs) {
-                  out.append(float_array(v.pixels, {RgbImage::kChannels, v.size.height, v.size.width}));
-              }
-              return out;
-          },
-          py::arg("image"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums);
-    t.def("position_ids", [](int32_t px, int32_t py, int32_t pos_side) {
-        if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
-        return position_ids(PatchGrid{px, py}, pos_side);
-    }, py::arg("px"), py::arg("py"), py::arg("pos_side") = 70);
-    t.def("sincos_2d", [](int32_t px, int32_t py, int32_t embed) {
-        if (px < 1 || py < 1 || embed < 4 || embed % 4 != 0) {
-            throw Error(ErrorCode::invalid_argument, "sincos_2d needs positive sizes and an embed width divisible by 4");
-        }
-        return float_array(sincos_2d(PatchGrid{px, py}, embed), {static_cast<py::ssize_t>(px) * py, embed});
-    }, py::arg("px"), py::arg("py"), py::arg("embed"));
+    t.def(
+        "slice_plan",
+        [](int64_t width, int64_t height, int32_t max_slice_nums, int32_t scale_resolution, int32_t patch_size) {
+            SlicingParams p = default_slicing_params();
+            p.max_slice_nums = max_slice_nums;
+            p.scale_resolution = scale_resolution;
+            p.patch_size = patch_size;
+            const SlicePlan plan = plan_slices(checked_size(width, height, "image"), p);
+            py::dict d;
+            d["overview"] = size_tuple(plan.overview);
+            d["grid"] = py::none();
+            d["refine"] = py::none();
+            py::list slices;
+            if (plan.slices) {
+                d["grid"] = py::make_tuple(plan.slices->grid.cols, plan.slices->grid.rows);
+                d["refine"] = size_tuple(plan.slices->refined);
+                for (const Rect & r : plan.slices->crops) slices.append(py::make_tuple(r.x, r.y, r.size.width, r.size.height));
+            }
+            d["slices"] = slices;
+            return d;
+        },
+        py::arg("width"), py::arg("height"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums,
+        py::arg("scale_resolution") = default_slicing_params().scale_resolution,
+        py::arg("patch_size") = default_slicing_params().patch_size);
+    t.def(
+        "resize_rgb",
+        [](const py::array & image, int64_t width, int64_t height) {
+            const RgbImage in = rgb_image_from_array(image);
+            const Size target = checked_size(width, height, "resize target");
+            std::optional<RgbImage> out;
+            {
+                py::gil_scoped_release release;
+                out.emplace(resize_bicubic(in, target));
+            }
+            return array_from_rgb_image(*out);
+        },
+        py::arg("image"), py::arg("width"), py::arg("height"));
+    t.def(
+        "preprocess_image",
+        [](const py::array & image, int32_t max_slice_nums) {
+            const RgbImage in = rgb_image_from_array(image);
+            SlicingParams p = default_slicing_params();
+            p.max_slice_nums = max_slice_nums;
+            std::vector<VisionInput> inputs;
+            {
+                py::gil_scoped_release release;
+                inputs = preprocess_image(in, p);
+            }
+            py::list out;
+            for (const VisionInput & v : inputs) {
+                out.append(float_array(v.pixels, {RgbImage::kChannels, v.size.height, v.size.width}));
+            }
+            return out;
+        },
+        py::arg("image"), py::arg("max_slice_nums") = default_slicing_params().max_slice_nums);
+    t.def(
+        "position_ids",
+        [](int32_t px, int32_t py, int32_t pos_side) {
+            if (px < 1 || py < 1 || pos_side < 1) throw Error(ErrorCode::invalid_argument, "position_ids needs positive sizes");
+            return position_ids(PatchGrid{px, py}, pos_side);
+        },
+        py::arg("px"), py::arg("py"), py::arg("pos_side") = 70);
+    t.def(
+        "sincos_2d",
+        [](int32_t px, int32_t py, int32_t embed) {
+            if (px < 1 || py < 1 || embed < 4 || embed % 4 != 0) {
+                throw Error(ErrorCode::invalid_argument, "sincos_2d needs positive sizes and an embed width divisible by 4");
+            }
+            return float_array(sincos_2d(PatchGrid{px, py}, embed), {static_cast<py::ssize_t>(px) * py, embed});
+        },
+        py::arg("px"), py::arg("py"), py::arg("embed"));
 
-    t.def("int8_matmul",
-          [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x) -> py::object {
-              if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
-                  throw Error(ErrorCode::invalid_argument, "int8_matmul: the weight type must be q4_K or q6_K");
-              }
-              if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) % 256 != 0) {
-                  throw Error(ErrorCode::invalid_argument, "int8_matmul: w must be [M, row bytes] and x [N, K] with K a multiple of 256");
-              }
-              const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
-              if (static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
-                  throw Error(ErrorCode::invalid_argument, "int8_matmul: the rows of w do not hold K values");
-              }
-              py::array_t<float> y({N, M});
-              bool done;
-              {
-                  py::gil_scoped_release release;
-                  done = int8_matmul(w.data(), type, K, M, x.data(), N, y.mutable_data());
-              }
-              return done ? py::object(y) : py::none();
-          },
-          py::arg("w"), py::arg("type"), py::arg("x"),
-          "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32); None where the CPU lacks AVX-512 VNNI.");
+    t.def(
+        "int8_matmul",
+        [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x) -> py::object {
+            if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
+                throw Error(ErrorCode::invalid_argument, "int8_matmul: the weight type must be q4_K or q6_K");
+            }
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) % 256 != 0) {
+                throw Error(ErrorCode::invalid_argument,
+                            "int8_matmul: w must be [M, row bytes] and x [N, K] with K a multiple of 256");
+            }
+            const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
+            if (static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
+                throw Error(ErrorCode::invalid_argument, "int8_matmul: the rows of w do not hold K values");
+            }
+            py::array_t<float> y({N, M});
+            bool done;
+            {
+                py::gil_scoped_release release;
+                done = int8_matmul(w.data(), type, K, M, x.data(), N, y.mutable_data());
+            }
+            return done ? py::object(y) : py::none();
+        },
+        py::arg("w"), py::arg("type"), py::arg("x"),
+        "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32); None where the CPU lacks AVX-512 VNNI.");
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // The C API (include/minicpmv.h) over the C++ core. Every entry point catches everything: no C++
-// exception crosses the C boundary (STYLE.md §6), and each failure becomes a status plus a message
+// exception crosses the C boundary (docs/architecture.md §3), and each failure becomes a status plus a message
 // kept per session and per thread.
 #include "minicpmv.h"
 
@@ -94,8 +94,7 @@ minicpmv_status guarded(const char * fn, minicpmv_session * session, F && body) 
 void set_last_error(const char * fn, const char * message) noexcept {
     try {
         t_last_error = std::string(fn) + ": " + message;
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 // --- handles -------------------------------------------------------------------------------------
@@ -138,7 +137,8 @@ std::string handle_problem(const void * p, Kind kind) {
     std::lock_guard<std::mutex> lock(r.mutex);
     const auto it = r.live.find(p);
     if (it == r.live.end()) return std::string("not a live ") + want + " handle (already freed, or never made by minicpmv)";
-    if (it->second != kind) return std::string("a ") + (kind == Kind::model ? "session" : "model") + " handle was passed as a " + want;
+    if (it->second != kind)
+        return std::string("a ") + (kind == Kind::model ? "session" : "model") + " handle was passed as a " + want;
     return {};
 }
 
@@ -152,8 +152,9 @@ minicpmv_session * session_or_null(const minicpmv_session * s) {
     return handle_problem(s, Kind::session).empty() ? const_cast<minicpmv_session *>(s) : nullptr;
 }
 
-constexpr const char * kBusy = "the session is busy in another call (calls on one session must not overlap, and the "
-                               "piece callback must not call its session)";
+constexpr const char * kBusy =
+    "the session is busy in another call (calls on one session must not overlap, and the "
+    "piece callback must not call its session)";
 
 // Runs `body(session)` on a valid session that no other call is using. The busy flag covers the
 // session's error message too, so a refused overlapping call reports only to its own thread.
@@ -181,8 +182,8 @@ RgbImage rgb_image(const minicpmv_image * image, const std::string & what) {
     const size_t row = static_cast<size_t>(size.width) * RgbImage::kChannels;
     const size_t stride = image->stride == 0 ? row : image->stride;
     if (stride < row) {
-        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, what + ": stride " + std::to_string(stride) + " is below 3 * width = " +
-                                                          std::to_string(row)};
+        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT,
+                       what + ": stride " + std::to_string(stride) + " is below 3 * width = " + std::to_string(row)};
     }
     const size_t rows_before_last = static_cast<size_t>(size.height) - 1;
     if (rows_before_last > 0 && stride > (SIZE_MAX - row) / rows_before_last) {
@@ -190,9 +191,10 @@ RgbImage rgb_image(const minicpmv_image * image, const std::string & what) {
     }
     const size_t needed = rows_before_last * stride + row;
     if (image->size < needed) {
-        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, what + ": " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                                                          " RGB with stride " + std::to_string(stride) + " needs " +
-                                                          std::to_string(needed) + " bytes, size says " + std::to_string(image->size)};
+        throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, what + ": " + std::to_string(size.width) + "x" +
+                                                          std::to_string(size.height) + " RGB with stride " +
+                                                          std::to_string(stride) + " needs " + std::to_string(needed) +
+                                                          " bytes, size says " + std::to_string(image->size)};
     }
     std::vector<uint8_t> pixels(row * size.height);
     for (int32_t y = 0; y < size.height; ++y) std::memcpy(pixels.data() + y * row, image->pixels + y * stride, row);
@@ -381,14 +383,16 @@ minicpmv_session_params minicpmv_session_default_params(void) {
     return p;
 }
 
-minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpmv_session_params * params, minicpmv_session ** out) {
+minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpmv_session_params * params,
+                                     minicpmv_session ** out) {
     if (out != nullptr) *out = nullptr;
     return guarded("minicpmv_session_new", nullptr, [&] {
         if (out == nullptr) throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "out is NULL"};
         const minicpmv_model * m = model_of(model);
         const minicpmv_session_params c = params != nullptr ? *params : minicpmv_session_default_params();
         if (c.n_threads < 0) {
-            throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "n_threads must be >= 0 (0: all hardware threads), got " + std::to_string(c.n_threads)};
+            throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT,
+                           "n_threads must be >= 0 (0: all hardware threads), got " + std::to_string(c.n_threads)};
         }
         if (c.kv_type != MINICPMV_KV_F16 && c.kv_type != MINICPMV_KV_F32) {
             throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "kv_type must be MINICPMV_KV_F16 (0) or MINICPMV_KV_F32 (1), got " +
@@ -432,9 +436,8 @@ const char * minicpmv_session_error(const minicpmv_session * session) {
 }
 
 minicpmv_status minicpmv_session_set_system_prompt(minicpmv_session * session, const char * text) {
-    return on_session("minicpmv_session_set_system_prompt", session, [&](minicpmv_session & s) {
-        s.conversation->set_system_prompt(text == nullptr ? "" : text);
-    });
+    return on_session("minicpmv_session_set_system_prompt", session,
+                      [&](minicpmv_session & s) { s.conversation->set_system_prompt(text == nullptr ? "" : text); });
 }
 
 minicpmv_status minicpmv_session_add_text(minicpmv_session * session, const char * text) {
@@ -453,21 +456,18 @@ minicpmv_status minicpmv_session_add_image(minicpmv_session * session, const min
 
 minicpmv_status minicpmv_session_add_video_frames(minicpmv_session * session, const minicpmv_image * frames, size_t n_frames) {
     return on_session("minicpmv_session_add_video_frames", session, [&](minicpmv_session & s) {
-        if (frames == nullptr || n_frames == 0) throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "no frames (frames is NULL or n_frames is 0)"};
+        if (frames == nullptr || n_frames == 0)
+            throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "no frames (frames is NULL or n_frames is 0)"};
         add_images(s, frames, n_frames, true);
     });
 }
 
 minicpmv_status minicpmv_session_clear_pending(minicpmv_session * session) {
-    return on_session("minicpmv_session_clear_pending", session, [&](minicpmv_session & s) {
-        s.conversation->clear_pending();
-    });
+    return on_session("minicpmv_session_clear_pending", session, [&](minicpmv_session & s) { s.conversation->clear_pending(); });
 }
 
 minicpmv_status minicpmv_session_reset(minicpmv_session * session) {
-    return on_session("minicpmv_session_reset", session, [&](minicpmv_session & s) {
-        s.conversation->reset();
-    });
+    return on_session("minicpmv_session_reset", session, [&](minicpmv_session & s) { s.conversation->reset(); });
 }
 
 int32_t minicpmv_session_n_turns(const minicpmv_session * session) {

@@ -1,10 +1,10 @@
 // minicpmv-cli: the native command line, on the same core as the Python binding.
 //   minicpmv-cli -m model.gguf [-p PROMPT] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]
 //                [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]
-#include "text/chat_template.h"
 #include "core/error.h"
-#include "model/model.h"
 #include "generate/session.h"
+#include "model/model.h"
+#include "text/chat_template.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -36,21 +36,39 @@ int main(int argc, char ** argv) {
                 if (i + 1 >= argc) throw Error(ErrorCode::invalid_argument, "option " + a + " needs a value");
                 return argv[++i];
             };
-            if (a == "-m" || a == "--model") model_path = next();
-            else if (a == "-p" || a == "--prompt") prompt = next();
-            else if (a == "-n" || a == "--max-new-tokens") gen.max_new_tokens = std::stoi(next());
-            else if (a == "--temp") gen.sampling.temperature = std::stof(next());
-            else if (a == "--top-k") gen.sampling.top_k = std::stoi(next());
-            else if (a == "--top-p") gen.sampling.top_p = std::stod(next());
-            else if (a == "--min-p") gen.sampling.min_p = std::stof(next());
-            else if (a == "--repeat-penalty") { gen.sampling.repetition_penalty = gen.beam.repetition_penalty = std::stof(next()); penalty_set = true; }
-            else if (a == "--seed") gen.sampling.seed = std::stoull(next());
-            else if (a == "--beams") { gen.beam_search = true; gen.beam.num_beams = std::stoi(next()); }
-            else if (a == "-c" || a == "--ctx-size") sp.n_ctx = std::stoi(next());
-            else if (a == "-t" || a == "--threads") sp.n_threads = std::stoi(next());
-            else if (a == "--device") device = next();
-            else if (a == "-h" || a == "--help") { usage(); return 0; }
-            else throw Error(ErrorCode::invalid_argument, "unknown option '" + a + "'");
+            if (a == "-m" || a == "--model")
+                model_path = next();
+            else if (a == "-p" || a == "--prompt")
+                prompt = next();
+            else if (a == "-n" || a == "--max-new-tokens")
+                gen.max_new_tokens = std::stoi(next());
+            else if (a == "--temp")
+                gen.sampling.temperature = std::stof(next());
+            else if (a == "--top-k")
+                gen.sampling.top_k = std::stoi(next());
+            else if (a == "--top-p")
+                gen.sampling.top_p = std::stod(next());
+            else if (a == "--min-p")
+                gen.sampling.min_p = std::stof(next());
+            else if (a == "--repeat-penalty") {
+                gen.sampling.repetition_penalty = gen.beam.repetition_penalty = std::stof(next());
+                penalty_set = true;
+            } else if (a == "--seed")
+                gen.sampling.seed = std::stoull(next());
+            else if (a == "--beams") {
+                gen.beam_search = true;
+                gen.beam.num_beams = std::stoi(next());
+            } else if (a == "-c" || a == "--ctx-size")
+                sp.n_ctx = std::stoi(next());
+            else if (a == "-t" || a == "--threads")
+                sp.n_threads = std::stoi(next());
+            else if (a == "--device")
+                device = next();
+            else if (a == "-h" || a == "--help") {
+                usage();
+                return 0;
+            } else
+                throw Error(ErrorCode::invalid_argument, "unknown option '" + a + "'");
         }
         if (model_path.empty() || prompt.empty()) {
             usage();

@@ -1,4 +1,4 @@
-// One error path for the whole core (STYLE.md §6): the core throws minicpmv::Error; the C API turns it
+// One error path for the whole core (docs/architecture.md §3): the core throws minicpmv::Error; the C API turns it
 // into a status code and message, the binding into a Python exception with the same text.
 #pragma once
 

@@ -28,7 +28,7 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
     if (fd < 0) {
         throw Error(ErrorCode::io, "cannot open '" + path + "': " + std::strerror(errno));
     }
-    struct stat st {};
+    struct stat st{};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(fd);
         throw Error(ErrorCode::io, "'" + path + "' is not a regular file");
@@ -59,8 +59,8 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         if (end > map_size_) {
             const std::string name = gguf_get_tensor_name(gguf_, i);
             release();
-            bad_format(path, "truncated: tensor '" + name + "' ends at byte " + std::to_string(end) +
-                                 " but the file has " + std::to_string(map_size_) + " bytes");
+            bad_format(path, "truncated: tensor '" + name + "' ends at byte " + std::to_string(end) + " but the file has " +
+                                 std::to_string(map_size_) + " bytes");
         }
     }
 }
@@ -80,8 +80,7 @@ bool GgufFile::has(const char * key) const { return gguf_find_key(gguf_, key) >=
 
 namespace {
 
-int64_t find_typed(const gguf_context * g, const std::string & path, const char * key,
-                   std::initializer_list<gguf_type> allowed) {
+int64_t find_typed(const gguf_context * g, const std::string & path, const char * key, std::initializer_list<gguf_type> allowed) {
     const int64_t id = gguf_find_key(g, key);
     if (id < 0) bad_format(path, std::string("missing key '") + key + "'");
     const gguf_type t = gguf_get_kv_type(g, id);
@@ -99,8 +98,8 @@ std::string GgufFile::get_string(const char * key) const {
 
 uint32_t GgufFile::get_u32(const char * key) const {
     const int64_t id = find_typed(gguf_, path_, key,
-                                  {GGUF_TYPE_UINT32, GGUF_TYPE_INT32, GGUF_TYPE_UINT64, GGUF_TYPE_INT64,
-                                   GGUF_TYPE_UINT16, GGUF_TYPE_INT16, GGUF_TYPE_UINT8, GGUF_TYPE_INT8});
+                                  {GGUF_TYPE_UINT32, GGUF_TYPE_INT32, GGUF_TYPE_UINT64, GGUF_TYPE_INT64, GGUF_TYPE_UINT16,
+                                   GGUF_TYPE_INT16, GGUF_TYPE_UINT8, GGUF_TYPE_INT8});
     int64_t v = 0;
     switch (gguf_get_kv_type(gguf_, id)) {
         case GGUF_TYPE_UINT32: v = gguf_get_val_u32(gguf_, id); break;
@@ -116,10 +115,17 @@ uint32_t GgufFile::get_u32(const char * key) const {
     return static_cast<uint32_t>(v);
 }
 
+int32_t GgufFile::get_size(const char * key) const {
+    const uint32_t v = get_u32(key);
+    if (v < 1 || v > (1u << 24))
+        bad_format(path_, std::string("key '") + key + "' is " + std::to_string(v) + ", not a size (1 to 2^24)");
+    return static_cast<int32_t>(v);
+}
+
 float GgufFile::get_f32(const char * key) const {
     const int64_t id = find_typed(gguf_, path_, key, {GGUF_TYPE_FLOAT32, GGUF_TYPE_FLOAT64});
     return gguf_get_kv_type(gguf_, id) == GGUF_TYPE_FLOAT32 ? gguf_get_val_f32(gguf_, id)
-                                                           : static_cast<float>(gguf_get_val_f64(gguf_, id));
+                                                            : static_cast<float>(gguf_get_val_f64(gguf_, id));
 }
 
 bool GgufFile::get_bool(const char * key, bool fallback) const {
@@ -129,7 +135,8 @@ bool GgufFile::get_bool(const char * key, bool fallback) const {
 
 std::vector<std::string> GgufFile::get_strings(const char * key) const {
     const int64_t id = find_typed(gguf_, path_, key, {GGUF_TYPE_ARRAY});
-    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING) bad_format(path_, std::string("key '") + key + "' is not a string array");
+    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING)
+        bad_format(path_, std::string("key '") + key + "' is not a string array");
     const size_t n = gguf_get_arr_n(gguf_, id);
     std::vector<std::string> out;
     out.reserve(n);

@@ -24,6 +24,8 @@ class GgufFile {
     bool has(const char * key) const;
     std::string get_string(const char * key) const;
     uint32_t get_u32(const char * key) const;  // accepts any integer type that fits
+    // A model size (layers, widths, heads, patch side...): an integer from 1 to 2^24, else Error(bad_format).
+    int32_t get_size(const char * key) const;
     float get_f32(const char * key) const;
     bool get_bool(const char * key, bool fallback) const;
     std::vector<std::string> get_strings(const char * key) const;

@@ -1,5 +1,5 @@
 // GGUF metadata keys, defined once for the C++ side (the converter has its own table in
-// convert/gguf_layout.py; a round-trip test ties the two together). Layout: spec §9.
+// convert/gguf_layout.py; a round-trip test ties the two together). Layout: docs/model.md §9.
 #pragma once
 
 namespace minicpmv::keys {
@@ -27,7 +27,7 @@ inline constexpr const char * tokenizer_chat_template = "tokenizer.chat_template
 
 namespace minicpmv::keys {
 
-// Vision file (architecture "clip", spec §9)
+// Vision file (architecture "clip", docs/model.md §9)
 inline constexpr const char * clip_projector_type = "clip.projector_type";
 inline constexpr const char * clip_minicpmv_version = "clip.minicpmv_version";
 inline constexpr const char * clip_has_vision_encoder = "clip.has_vision_encoder";

@@ -45,7 +45,9 @@ thread_local LogLevel t_ggml_level = LogLevel::debug;
 
 void from_ggml(ggml_log_level level, const char * text, void *) {
     if (level != GGML_LOG_LEVEL_CONT) {
-        t_ggml_level = level == GGML_LOG_LEVEL_WARN ? LogLevel::warn : level == GGML_LOG_LEVEL_ERROR ? LogLevel::error : LogLevel::debug;
+        t_ggml_level = level == GGML_LOG_LEVEL_WARN    ? LogLevel::warn
+                       : level == GGML_LOG_LEVEL_ERROR ? LogLevel::error
+                                                       : LogLevel::debug;
     }
     t_ggml_line += text;
     if (!t_ggml_line.empty() && t_ggml_line.back() == '\n') {

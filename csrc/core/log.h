@@ -1,6 +1,6 @@
 // The library's messages (load information, ggml's own chatter) go to one callback the application
 // installs (whisper.h's whisper_log_set); none is installed by default, and the library prints
-// nothing itself (STYLE.md §13).
+// nothing itself (docs/architecture.md §8).
 #pragma once
 
 namespace minicpmv {

@@ -30,8 +30,8 @@ void check_tensor(const GgufFile & file, const WeightSpec & spec, const ggml_ten
     bool same = ggml_n_dims(t) <= n;
     for (int i = 0; i < GGML_MAX_DIMS && same; ++i) same = t->ne[i] == (i < n ? spec.ne[i] : 1);
     if (!same) {
-        throw Error(ErrorCode::bad_format, where + " has shape " + shape_str(t->ne, ggml_n_dims(t)) +
-                                               ", expected " + shape_str(spec.ne.data(), n));
+        throw Error(ErrorCode::bad_format,
+                    where + " has shape " + shape_str(t->ne, ggml_n_dims(t)) + ", expected " + shape_str(spec.ne.data(), n));
     }
     if (spec.vector_f32 && t->type != GGML_TYPE_F32) {
         throw Error(ErrorCode::bad_format, where + " must be f32, found " + ggml_type_name(t->type));
@@ -119,7 +119,8 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
                 }
                 if (!packed.empty()) {
                     repacked_ = ggml_backend_buft_alloc_buffer(repack, total);
-                    if (repacked_ == nullptr) throw Error(ErrorCode::io, file.path() + ": out of memory for the repacked weights");
+                    if (repacked_ == nullptr)
+                        throw Error(ErrorCode::io, file.path() + ": out of memory for the repacked weights");
                     ggml_backend_buffer_set_usage(repacked_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
                     ggml_tallocr alloc = ggml_tallocr_new(repacked_);
                     for (ggml_tensor * t : packed) {
@@ -149,14 +150,16 @@ Weights::Weights(const GgufFile & file, const std::vector<WeightSpec> & table, g
             ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device);
             size_t total = 0;
             for (auto & [name, t] : tensors_) {
-                if (t->buffer == nullptr) total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), ggml_backend_buft_get_alignment(buft));
+                if (t->buffer == nullptr)
+                    total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), ggml_backend_buft_get_alignment(buft));
             }
             buffer_ = ggml_backend_buft_alloc_buffer(buft, total);
             if (buffer_ == nullptr) throw Error(ErrorCode::io, file.path() + ": out of device memory for weights");
             ggml_tallocr alloc = ggml_tallocr_new(buffer_);
             for (auto & [name, t] : tensors_) {
                 if (t->buffer != nullptr) continue;  // repacked
-                if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) throw Error(ErrorCode::io, file.path() + ": cannot allocate '" + name + "'");
+                if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS)
+                    throw Error(ErrorCode::io, file.path() + ": cannot allocate '" + name + "'");
                 ggml_backend_tensor_set(t, file.tensor_data(t), 0, ggml_nbytes(t));
                 release_mapped_pages(file.tensor_data(t), ggml_nbytes(t));
             }

@@ -1,4 +1,4 @@
-// One weight table per model part (STYLE.md §8): every expected tensor with its shape as a function of
+// One weight table per model part (docs/architecture.md §5): every expected tensor with its shape as a function of
 // the config. The loader checks name, shape and type of each, rejects leftovers, then places the
 // tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory
 // (use_mmap), else copied into the device's memory; on the CPU and when asked (cpu_repack), quantized
@@ -25,7 +25,8 @@ struct WeightSpec {
 
 class Weights {
   public:
-    Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device, bool cpu_repack, bool use_mmap);
+    Weights(const GgufFile & file, const std::vector<WeightSpec> & table, ggml_backend_dev_t device, bool cpu_repack,
+            bool use_mmap);
     ~Weights();
     Weights(const Weights &) = delete;
     Weights & operator=(const Weights &) = delete;

@@ -21,15 +21,23 @@ constexpr int64_t kChunkValues = 64 * 1024;
 
 bool is_source_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
-// The types of the 16 size variants (spec §10) and their fallbacks; none needs an importance matrix.
+// The types of the 16 size variants (docs/model.md §10) and their fallbacks; none needs an importance matrix.
 bool is_target_type(ggml_type t) {
     switch (t) {
-        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
-        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
-            return true;
-        default:
-            return false;
+        case GGML_TYPE_F32:
+        case GGML_TYPE_F16:
+        case GGML_TYPE_BF16:
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q2_K:
+        case GGML_TYPE_Q3_K:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+        case GGML_TYPE_Q6_K: return true;
+        default: return false;
     }
 }
 
@@ -53,14 +61,15 @@ size_t quantized_row_size(ggml_type dst_type, int64_t n_per_row) {
         throw Error(ErrorCode::invalid_argument, "quantize: cannot write " + type_str(dst_type));
     }
     if (n_per_row <= 0 || n_per_row % ggml_blck_size(dst_type) != 0) {
-        throw Error(ErrorCode::invalid_argument, "quantize: rows of " + std::to_string(n_per_row) + " values are not a multiple of " +
-                                                     type_str(dst_type) + "'s block of " + std::to_string(ggml_blck_size(dst_type)));
+        throw Error(ErrorCode::invalid_argument, "quantize: rows of " + std::to_string(n_per_row) +
+                                                     " values are not a multiple of " + type_str(dst_type) + "'s block of " +
+                                                     std::to_string(ggml_blck_size(dst_type)));
     }
     return ggml_row_size(dst_type, n_per_row);
 }
 
-void quantize_rows(ggml_type dst_type, void * dst, ggml_type src_type, const void * src, int64_t nrows,
-                   int64_t n_per_row, int n_threads) {
+void quantize_rows(ggml_type dst_type, void * dst, ggml_type src_type, const void * src, int64_t nrows, int64_t n_per_row,
+                   int n_threads) {
     if (!is_source_type(src_type)) {
         throw Error(ErrorCode::invalid_argument, "quantize: the source must be f32, f16 or bf16, got " + type_str(src_type));
     }
@@ -106,7 +115,10 @@ void quantize_rows(ggml_type dst_type, void * dst, ggml_type src_type, const voi
     work();
     for (std::thread & t : helpers) t.join();
     if (error) std::rethrow_exception(error);
-    if (!finite) throw Error(ErrorCode::bad_format, "quantize: the values are not all finite (a NaN or infinity in the source, or a value too large for the type)");
+    if (!finite)
+        throw Error(
+            ErrorCode::bad_format,
+            "quantize: the values are not all finite (a NaN or infinity in the source, or a value too large for the type)");
 }
 
 }  // namespace minicpmv

@@ -19,7 +19,7 @@ size_t quantized_row_size(ggml_type dst_type, int64_t n_per_row);
 // thread. Throws Error(invalid_argument) for another type or a row length that is not a multiple of
 // the type's block (ggml would abort), and Error(bad_format) for a NaN or infinity in the source or the
 // result (a file with them is useless).
-void quantize_rows(ggml_type dst_type, void * dst, ggml_type src_type, const void * src, int64_t nrows,
-                   int64_t n_per_row, int n_threads);
+void quantize_rows(ggml_type dst_type, void * dst, ggml_type src_type, const void * src, int64_t nrows, int64_t n_per_row,
+                   int n_threads);
 
 }  // namespace minicpmv

@@ -61,8 +61,8 @@ void check_logits(const float * row, int32_t n_vocab) {
 // tokens, plus the beam score; then this beam's best `keep`, which contain every candidate of the
 // beam that can reach the global top `keep`. A heap with the worst kept candidate on top makes this
 // one pass over the vocabulary.
-void beam_continuations(const float * logits, int32_t n_vocab, const Hypothesis & beam, int32_t beam_index,
-                        float penalty, size_t keep, std::vector<float> & logp, std::vector<Candidate> & heap) {
+void beam_continuations(const float * logits, int32_t n_vocab, const Hypothesis & beam, int32_t beam_index, float penalty,
+                        size_t keep, std::vector<float> & logp, std::vector<Candidate> & heap) {
     check_logits(logits, n_vocab);
     const float max_logit = *std::max_element(logits, logits + n_vocab);
     double sum = 0.0;
@@ -139,8 +139,7 @@ std::vector<int32_t> extended(const std::vector<Hypothesis> & running, const Can
 // placeholder, exactly like HF's merged topk; ties keep the earlier entry. (HF's other two -1e9
 // terms, for early_stopping=True and for a satisfied heuristic, are zero whenever this runs.)
 std::vector<Hypothesis> update_finished(const std::vector<Hypothesis> & finished, const std::vector<Hypothesis> & running,
-                                        const std::vector<Candidate> & candidates, const std::vector<bool> & hit,
-                                        float divisor) {
+                                        const std::vector<Candidate> & candidates, const std::vector<bool> & hit, float divisor) {
     const size_t num_beams = finished.size();
     struct Entry {
         float score;
@@ -163,8 +162,7 @@ std::vector<Hypothesis> update_finished(const std::vector<Hypothesis> & finished
         const Entry & e = merged[s];
         next[s].score = e.score;
         next[s].finished = e.finished;
-        next[s].tokens = e.source < num_beams ? finished[e.source].tokens
-                                              : extended(running, candidates[e.source - num_beams]);
+        next[s].tokens = e.source < num_beams ? finished[e.source].tokens : extended(running, candidates[e.source - num_beams]);
     }
     return next;
 }
@@ -226,8 +224,8 @@ void validate(const BeamSearchParams & p) {
                         std::to_string(p.repetition_penalty));
     }
     if (!std::isfinite(p.length_penalty)) {
-        throw Error(ErrorCode::invalid_argument, "beam search parameter length_penalty must be finite, got " +
-                                                     std::to_string(p.length_penalty));
+        throw Error(ErrorCode::invalid_argument,
+                    "beam search parameter length_penalty must be finite, got " + std::to_string(p.length_penalty));
     }
     if (p.max_new_tokens < 1) {
         throw Error(ErrorCode::invalid_argument,
@@ -309,9 +307,8 @@ std::vector<int32_t> beam_search(BeamStepper & stepper, const float * first_logi
         logits.resize(n_logits);
         stepper.step(parents, tokens, logits);
         if (logits.size() != n_logits) {
-            throw Error(ErrorCode::invalid_argument, "beam search: the stepper returned " +
-                                                         std::to_string(logits.size()) + " logits, expected " +
-                                                         std::to_string(n_logits));
+            throw Error(ErrorCode::invalid_argument, "beam search: the stepper returned " + std::to_string(logits.size()) +
+                                                         " logits, expected " + std::to_string(n_logits));
         }
     }
     return without_stop(finished[0].tokens, stop_ids);

@@ -1,5 +1,5 @@
 // Beam search as HF chat(sampling=False) runs it: generate(num_beams=3, repetition_penalty=1.2) with
-// inputs_embeds, i.e. transformers 5.x GenerationMixin._beam_search (spec §8). The model is hidden
+// inputs_embeds, i.e. transformers 5.x GenerationMixin._beam_search (docs/model.md §8). The model is hidden
 // behind BeamStepper, so the search itself is plain C++ and testable against HF with a toy model.
 //
 // Changes from the first draft of this interface, each for HF parity or for the caller:
@@ -18,11 +18,11 @@
 
 namespace minicpmv {
 
-struct BeamSearchParams {               // defaults = HF chat(sampling=False)
-    int32_t num_beams = 3;              // >= 1; 1 means greedy
-    float repetition_penalty = 1.2f;    // > 0; 1 disables
-    double length_penalty = 1.0;        // finished score = sum of log-probs / generated_length ** this
-    int32_t max_new_tokens = 2048;      // >= 1
+struct BeamSearchParams {             // defaults = HF chat(sampling=False)
+    int32_t num_beams = 3;            // >= 1; 1 means greedy
+    float repetition_penalty = 1.2f;  // > 0; 1 disables
+    double length_penalty = 1.0;      // finished score = sum of log-probs / generated_length ** this
+    int32_t max_new_tokens = 2048;    // >= 1
 };
 
 BeamSearchParams default_beam_search_params();
@@ -38,8 +38,7 @@ class BeamStepper {
     // slot of beam parents[b] (the session copies slots as needed: several new beams may share a
     // parent and some old beams have none), append tokens[b], and write that beam's n_vocab logits
     // into logits[b * n_vocab ...]. `logits` arrives sized num_beams * n_vocab.
-    virtual void step(const std::vector<int32_t> & parents, const std::vector<int32_t> & tokens,
-                      std::vector<float> & logits) = 0;
+    virtual void step(const std::vector<int32_t> & parents, const std::vector<int32_t> & tokens, std::vector<float> & logits) = 0;
 };
 
 // first_logits: the n_vocab logits after the prompt (slot 0 holds the prompt; slots 1..num_beams-1

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "model/vision_model.h"
+#include "text/unicode.h"
 
 #include <utility>
 
@@ -105,10 +106,12 @@ Prompt Conversation::prompt(const ChatOptions & options) const {
     if (has_pending()) turns.push_back(pending_);
     std::vector<RgbImage> images = images_;
     images.insert(images.end(), pending_images_.begin(), pending_images_.end());
-    return chatml_prompt(model_.tokenizer(), turns, std::move(images), prompt_options(model_, options, has_video_ || pending_video_));
+    return chatml_prompt(model_.tokenizer(), turns, std::move(images),
+                         prompt_options(model_, options, has_video_ || pending_video_));
 }
 
-GenerateResult Conversation::generate(const GenerateParams & params, const ChatOptions & options, const PieceCallback & on_piece) {
+GenerateResult Conversation::generate(const GenerateParams & params, const ChatOptions & options,
+                                      const PieceCallback & on_piece) {
     if (!has_pending() && (turns_.empty() || turns_.back().role != "user")) {
         throw Error(ErrorCode::invalid_argument, "there is no user message to answer: add text or images first");
     }
@@ -122,8 +125,10 @@ GenerateResult Conversation::generate(const GenerateParams & params, const ChatO
         pending_ = ChatTurn{"user", {}};
         clear_pending();
     }
-    turns_.push_back({"assistant", {{r.text, -1}}});
-    reply_ = r.text;
+    // A reply cut inside a character (max_new_tokens, cancel) holds bytes that are not UTF-8: the
+    // conversation keeps it as Python's chat() sees it, with U+FFFD there, so the next turn reads it.
+    reply_ = utf8_replace_invalid(r.text);
+    turns_.push_back({"assistant", {{reply_, -1}}});
     return r;
 }
 

@@ -63,17 +63,18 @@ class Conversation {
     // pending message and the reply (also a cancelled, partial one) become the newest turns; on an
     // error nothing changes.
     GenerateResult generate(const GenerateParams & params, const ChatOptions & options, const PieceCallback & on_piece = nullptr);
+    // The latest reply, as the conversation keeps it (valid UTF-8; see generate).
     const std::string & reply() const { return reply_; }
 
   private:
     const Model & model_;
     std::unique_ptr<Session> session_;
     std::string system_prompt_;
-    std::vector<ChatTurn> turns_;        // completed turns, user and assistant alternating
-    std::vector<RgbImage> images_;       // the turns' images, numbered as their parts say
-    ChatTurn pending_{"user", {}};       // the user message being built
+    std::vector<ChatTurn> turns_;           // completed turns, user and assistant alternating
+    std::vector<RgbImage> images_;          // the turns' images, numbered as their parts say
+    ChatTurn pending_{"user", {}};          // the user message being built
     std::vector<RgbImage> pending_images_;  // numbered after images_
-    bool has_video_ = false;             // some turn has video frames
+    bool has_video_ = false;                // some turn has video frames
     bool pending_video_ = false;
     std::string reply_;
 };

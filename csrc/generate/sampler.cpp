@@ -23,8 +23,7 @@ std::string describe(double value) {
 }
 
 [[noreturn]] void bad_param(const std::string & name, const std::string & range, double value) {
-    throw Error(ErrorCode::invalid_argument,
-                "sampling parameter " + name + " must be " + range + ", got " + describe(value));
+    throw Error(ErrorCode::invalid_argument, "sampling parameter " + name + " must be " + range + ", got " + describe(value));
 }
 
 }  // namespace
@@ -55,8 +54,7 @@ void apply_repetition_penalty(float * scores, int32_t n_vocab, const std::vector
     for (int32_t id : distinct) {
         if (id < 0) {
             throw Error(ErrorCode::invalid_argument, "repetition penalty: token id " + std::to_string(id) +
-                                                         " is negative (vocabulary size " +
-                                                         std::to_string(n_vocab) + ")");
+                                                         " is negative (vocabulary size " + std::to_string(n_vocab) + ")");
         }
         if (id >= n_vocab) {
             continue;
@@ -133,8 +131,7 @@ void Sampler::top_k_filter(const float * logits, int32_t n_vocab) {
     }
 }
 
-void Sampler::softmax_candidates() {
-    // torch softmax: exp(x - max) / sum. Tokens already filtered are -inf in HF and add exactly 0.
+double Sampler::exp_candidates() {
     float max_logit = -std::numeric_limits<float>::infinity();
     for (const Candidate & c : cand_) {
         max_logit = std::max(max_logit, c.logit);
@@ -144,7 +141,12 @@ void Sampler::softmax_candidates() {
         c.prob = std::exp(c.logit - max_logit);
         sum += c.prob;
     }
-    const float total = static_cast<float>(sum);
+    return sum;
+}
+
+void Sampler::softmax_candidates() {
+    // torch softmax: exp(x - max) / sum. Tokens already filtered are -inf in HF and add exactly 0.
+    const float total = static_cast<float>(exp_candidates());
     for (Candidate & c : cand_) {
         c.prob /= total;
     }
@@ -198,8 +200,7 @@ void Sampler::top_p_filter() {
     }
     // When everything would go (top_p = 0), lo is 0 and position 0 holds the largest token.
     const Candidate last_kept = order_[std::max<size_t>(first_removed, 1) - 1];
-    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
-                               [&](const Candidate & c) { return before(last_kept, c); }),
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Candidate & c) { return before(last_kept, c); }),
                 cand_.end());
 }
 
@@ -219,16 +220,7 @@ void Sampler::min_p_filter() {
 int32_t Sampler::draw() {
     // Inverse-CDF draw over the surviving candidates. The uniform is built from the raw 64-bit output
     // (not std::uniform_real_distribution, whose algorithm differs between standard libraries).
-    float max_logit = -std::numeric_limits<float>::infinity();
-    for (const Candidate & c : cand_) {
-        max_logit = std::max(max_logit, c.logit);
-    }
-    double total = 0.0;
-    for (Candidate & c : cand_) {
-        c.prob = std::exp(c.logit - max_logit);
-        total += c.prob;
-    }
-    const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
+    const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * exp_candidates();
     double acc = 0.0;
     for (const Candidate & c : cand_) {
         acc += c.prob;

@@ -1,4 +1,4 @@
-// Token sampling with the processor chain of HF generate() (spec §8, sampling=True).
+// Token sampling with the processor chain of HF generate() (docs/model.md §8, sampling=True).
 //
 // Order of operations, as transformers' _get_logits_processor builds it for do_sample=True:
 //   repetition penalty (on raw logits) -> temperature -> top-k -> top-p -> min-p -> softmax -> draw.
@@ -52,13 +52,14 @@ class Sampler {  // owns its RNG; one per session, not thread-safe
     };
 
     void top_k_filter(const float * logits, int32_t n_vocab);
+    double exp_candidates();  // exp(logit − max) of each candidate into prob; returns their sum
     void softmax_candidates();
     void top_p_filter();
     void min_p_filter();
     int32_t draw();
 
     SamplingParams params_;
-    std::mt19937_64 rng_;  // fully specified by the standard, so a seed reproduces across platforms
+    std::mt19937_64 rng_;           // fully specified by the standard, so a seed reproduces across platforms
     std::vector<Candidate> cand_;   // the surviving tokens, in id order; kept between calls to avoid
     std::vector<Candidate> order_;  // reallocating per token. order_: top-p's selection workspace
     std::vector<float> scratch_;

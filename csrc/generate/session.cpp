@@ -1,8 +1,8 @@
 #include "generate/session.h"
 
 #include "core/backend.h"
-#include "model/decoder.h"
 #include "core/error.h"
+#include "model/decoder.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/resampler.h"
@@ -67,7 +67,8 @@ GenerateParams default_generate_params() {
 
 Session::Session(const Model & model, const SessionParams & params) : model_(model), params_(params) {
     if (params.n_ctx < 1) throw Error(ErrorCode::invalid_argument, "n_ctx must be >= 1, got " + std::to_string(params.n_ctx));
-    if (params.n_batch < 1) throw Error(ErrorCode::invalid_argument, "n_batch must be >= 1, got " + std::to_string(params.n_batch));
+    if (params.n_batch < 1)
+        throw Error(ErrorCode::invalid_argument, "n_batch must be >= 1, got " + std::to_string(params.n_batch));
     if (params.kv_type != GGML_TYPE_F16 && params.kv_type != GGML_TYPE_F32) {
         throw Error(ErrorCode::invalid_argument, "the KV cache type must be f16 or f32");
     }
@@ -135,19 +136,21 @@ std::vector<float> Session::eval(const std::vector<int32_t> & tokens, bool all_l
     const int32_t n_vocab = model_.config().n_vocab;
     for (int32_t id : tokens) {
         if (id < 0 || id >= n_vocab) {
-            throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
-                                                         std::to_string(n_vocab - 1) + ")");
+            throw Error(ErrorCode::invalid_argument,
+                        "token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
         }
     }
     const std::vector<uint64_t> text_keys(tokens.size(), 0);
     return append(tokens, nullptr, text_keys.data(), all_logits);
 }
 
-std::vector<float> Session::append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys, bool all_logits) {
+std::vector<float> Session::append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys,
+                                   bool all_logits) {
     const size_t n_after = tokens_.size() + tokens.size();
     if (n_after > static_cast<size_t>(params_.n_ctx)) {
-        throw Error(ErrorCode::context_full, "the conversation needs " + std::to_string(n_after) + " positions but the context holds " +
-                                                 std::to_string(params_.n_ctx) + " (raise n_ctx)");
+        throw Error(ErrorCode::context_full, "the conversation needs " + std::to_string(n_after) +
+                                                 " positions but the context holds " + std::to_string(params_.n_ctx) +
+                                                 " (raise n_ctx)");
     }
     const size_t n_embd = static_cast<size_t>(model_.config().n_embd);
     std::vector<float> logits, chunk;
@@ -249,7 +252,8 @@ std::vector<float> Session::encode_slices(const std::vector<const VisionInput *>
             const VisionInput & in = *inputs[end];
             if (in.size.width % c.patch_size != 0 || in.size.height % c.patch_size != 0 ||
                 in.pixels.size() != 3ULL * in.size.width * in.size.height) {
-                throw Error(ErrorCode::invalid_argument, "slice " + std::to_string(end) + " is not a 3-channel image with sides divisible by " +
+                throw Error(ErrorCode::invalid_argument, "slice " + std::to_string(end) +
+                                                             " is not a 3-channel image with sides divisible by " +
                                                              std::to_string(c.patch_size));
             }
             const PatchGrid g{in.size.width / c.patch_size, in.size.height / c.patch_size};
@@ -333,7 +337,8 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
     // least the last prompt position is evaluated, for its logits.
     const std::vector<uint64_t> keys = prompt.position_keys();
     size_t reuse = 0;
-    while (reuse < tokens_.size() && reuse + 1 < n_prompt && tokens_[reuse] == prompt.tokens[reuse] && keys_[reuse] == keys[reuse]) {
+    while (reuse < tokens_.size() && reuse + 1 < n_prompt && tokens_[reuse] == prompt.tokens[reuse] &&
+           keys_[reuse] == keys[reuse]) {
         ++reuse;
     }
     truncate(static_cast<int32_t>(reuse));
@@ -364,7 +369,8 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
         std::vector<float> embd(rest.size() * n_embd);
         size_t pos = reuse;
         for (size_t i = 0; i <= prompt.spans.size() && pos < n_prompt; ++i) {
-            const size_t span_begin = i < prompt.spans.size() ? std::max(pos, static_cast<size_t>(prompt.spans[i].begin)) : n_prompt;
+            const size_t span_begin =
+                i < prompt.spans.size() ? std::max(pos, static_cast<size_t>(prompt.spans[i].begin)) : n_prompt;
             if (pos < span_begin) {
                 token_embeddings(model_.decoder().token_embd, prompt.tokens.data() + pos, span_begin - pos,
                                  embd.data() + (pos - reuse) * n_embd);

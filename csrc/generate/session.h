@@ -1,11 +1,11 @@
-// A conversation with a model: the per-run state (STYLE.md §5) — KV cache, backends and scheduler.
+// A conversation with a model: the per-run state (docs/architecture.md §2) — KV cache, backends and scheduler.
 // Later turns reuse the cached prefix of the conversation instead of recomputing it.
 #pragma once
 
 #include "generate/beam_search.h"
-#include "text/chat_template.h"
-#include "image/image_preprocess.h"
 #include "generate/sampler.h"
+#include "image/image_preprocess.h"
+#include "text/chat_template.h"
 
 #include <cstdint>
 #include <functional>
@@ -21,9 +21,9 @@ class KvCache;
 class Model;
 
 struct SessionParams {
-    int32_t n_ctx = 4096;             // positions the KV cache holds
-    int32_t n_batch = 512;            // prompt positions evaluated per graph
-    int32_t n_threads = 0;            // CPU threads; <= 0: all hardware threads
+    int32_t n_ctx = 4096;               // positions the KV cache holds
+    int32_t n_batch = 512;              // prompt positions evaluated per graph
+    int32_t n_threads = 0;              // CPU threads; <= 0: all hardware threads
     ggml_type kv_type = GGML_TYPE_F16;  // f32 for exact parity tests
     // Called for the graphs' nodes as ggml's scheduler computes them (llama.cpp's cb_eval): asked first
     // whether a node is wanted, then given it once computed. Nodes are named after the HF modules
@@ -46,10 +46,10 @@ GenerateParams default_generate_params();
 struct GenerateResult {
     std::vector<int32_t> tokens;  // generated, without the stop token
     std::string text;
-    std::string stop_reason;      // "stop", "length" or "cancelled"
-    int32_t n_prompt = 0;         // prompt positions
-    int32_t n_reused = 0;         // of which were already in the cache
-    int32_t n_encoded = 0;        // image slices run through the vision encoder for this prompt
+    std::string stop_reason;  // "stop", "length" or "cancelled"
+    int32_t n_prompt = 0;     // prompt positions
+    int32_t n_reused = 0;     // of which were already in the cache
+    int32_t n_encoded = 0;    // image slices run through the vision encoder for this prompt
     double prefill_ms = 0.0;
     double decode_ms = 0.0;
 };
@@ -76,7 +76,7 @@ class Session {
     // only the images whose positions lie past that prefix are encoded.
     GenerateResult generate(const Prompt & prompt, const GenerateParams & params, const PieceCallback & on_piece = nullptr);
 
-    // The resampler outputs [n_query × embed] of each input, all in batched graphs (spec §4, §5).
+    // The resampler outputs [n_query × embed] of each input, all in batched graphs (docs/model.md §4, §5).
     // Throws Error(unsupported) when the model has no vision file.
     std::vector<float> encode_slices(const std::vector<const VisionInput *> & inputs);
 

@@ -1,4 +1,4 @@
-// An 8-bit RGB image and the size types of image preprocessing (spec §6: sizes are (W, H)).
+// An 8-bit RGB image and the size types of image preprocessing (docs/model.md §6: sizes are (W, H)).
 #pragma once
 
 #include "core/error.h"
@@ -44,9 +44,8 @@ inline Size checked_size(int64_t width, int64_t height, const std::string & what
         throw Error(ErrorCode::invalid_argument, what + ": width and height must be at least 1, got " + got);
     }
     if (width > kMaxImageSide || height > kMaxImageSide || width * height > kMaxImagePixels) {
-        throw Error(ErrorCode::invalid_argument, what + ": " + got + " is too large (at most " +
-                                                     std::to_string(kMaxImageSide) + " per side and " +
-                                                     std::to_string(kMaxImagePixels) + " pixels)");
+        throw Error(ErrorCode::invalid_argument, what + ": " + got + " is too large (at most " + std::to_string(kMaxImageSide) +
+                                                     " per side and " + std::to_string(kMaxImagePixels) + " pixels)");
     }
     return Size{static_cast<int32_t>(width), static_cast<int32_t>(height)};
 }
@@ -64,10 +63,9 @@ class RgbImage {
     RgbImage(Size size, std::vector<uint8_t> pixels)
         : size_(checked_size(size.width, size.height, "image")), pixels_(std::move(pixels)) {
         if (pixels_.size() != byte_count(size_)) {
-            throw Error(ErrorCode::invalid_argument, "image: " + std::to_string(size_.width) + "x" +
-                                                         std::to_string(size_.height) + " RGB needs " +
-                                                         std::to_string(byte_count(size_)) + " bytes, got " +
-                                                         std::to_string(pixels_.size()));
+            throw Error(ErrorCode::invalid_argument,
+                        "image: " + std::to_string(size_.width) + "x" + std::to_string(size_.height) + " RGB needs " +
+                            std::to_string(byte_count(size_)) + " bytes, got " + std::to_string(pixels_.size()));
         }
     }
 

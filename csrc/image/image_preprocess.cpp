@@ -9,7 +9,7 @@ namespace minicpmv {
 
 namespace {
 
-// Spec §4 step 1 for every uint8 value, in float32 as HF computes it: astype(float32) / 255, then
+// docs/model.md §4 step 1 for every uint8 value, in float32 as HF computes it: astype(float32) / 255, then
 // (x − mean) / std with mean = std = 0.5.
 std::array<float, 256> normalisation_table() {
     std::array<float, 256> table{};
@@ -20,8 +20,7 @@ std::array<float, 256> normalisation_table() {
     return table;
 }
 
-VisionInput normalised_crop(const RgbImage & image, const Rect & crop, int32_t patch_size,
-                            const std::array<float, 256> & table) {
+VisionInput normalised_crop(const RgbImage & image, const Rect & crop, int32_t patch_size, const std::array<float, 256> & table) {
     VisionInput input;
     input.size = crop.size;
     input.patches = Size{crop.size.width / patch_size, crop.size.height / patch_size};

@@ -1,5 +1,5 @@
 // Bicubic resizing with the results of Pillow's Image.resize(size, Image.BICUBIC) on RGB images
-// (spec §6: HF resizes every overview and refined image that way, so the model saw these pixels).
+// (docs/model.md §6: HF resizes every overview and refined image that way, so the model saw these pixels).
 //
 // The behaviour it reproduces (checked against Pillow itself in tests/test_image_preprocess.py):
 // - separable: one pass along rows (to the new width) and one along columns (to the new height), in

@@ -19,8 +19,8 @@ constexpr int32_t kMaxParam = 1 << 16;
 
 void check_param(int32_t value, int32_t min, const char * name) {
     if (value < min || value > kMaxParam) {
-        throw Error(ErrorCode::invalid_argument, std::string("slicing: ") + name + " must be in [" + std::to_string(min) +
-                                                     ", " + std::to_string(kMaxParam) + "], got " + std::to_string(value));
+        throw Error(ErrorCode::invalid_argument, std::string("slicing: ") + name + " must be in [" + std::to_string(min) + ", " +
+                                                     std::to_string(kMaxParam) + "], got " + std::to_string(value));
     }
 }
 
@@ -104,8 +104,8 @@ Size refine_size(Size image, Grid grid, const SlicingParams & params) {
     const Size in = checked(image, "image");
     if (grid.cols < 1 || grid.rows < 1 || grid.cols > kMaxParam || grid.rows > kMaxParam) {
         throw Error(ErrorCode::invalid_argument, "refine_size: grid " + std::to_string(grid.cols) + "x" +
-                                                     std::to_string(grid.rows) + " must have 1 to " +
-                                                     std::to_string(kMaxParam) + " columns and rows");
+                                                     std::to_string(grid.rows) + " must have 1 to " + std::to_string(kMaxParam) +
+                                                     " columns and rows");
     }
     const int64_t refine_width = ensure_divide(in.width, grid.cols);
     const int64_t refine_height = ensure_divide(in.height, grid.rows);

@@ -1,4 +1,4 @@
-// How MiniCPM-V 2.6 cuts an image into an overview and slices (spec §6; HF
+// How MiniCPM-V 2.6 cuts an image into an overview and slices (docs/model.md §6; HF
 // image_processing_minicpmv.py: ensure_divide, find_best_resize, get_sliced_grid, get_refine_size,
 // slice_image, split_to_patches). Sizes only: no pixels are touched here.
 #pragma once
@@ -11,10 +11,10 @@
 
 namespace minicpmv {
 
-struct SlicingParams {                // defaults = HF MiniCPMVImageProcessor
-    int32_t max_slice_nums = 9;       // most slices an image may be cut into, >= 1
-    int32_t scale_resolution = 448;   // a slice holds about scale_resolution² pixels
-    int32_t patch_size = 14;          // every output side is a multiple of this (the vision patch)
+struct SlicingParams {               // defaults = HF MiniCPMVImageProcessor
+    int32_t max_slice_nums = 9;      // most slices an image may be cut into, >= 1
+    int32_t scale_resolution = 448;  // a slice holds about scale_resolution² pixels
+    int32_t patch_size = 14;         // every output side is a multiple of this (the vision patch)
 };
 
 SlicingParams default_slicing_params();

@@ -54,15 +54,15 @@
 #include <stdint.h>
 
 #if defined(_WIN32) && !defined(MINICPMV_STATIC)
-#    ifdef MINICPMV_BUILD
-#        define MINICPMV_API __declspec(dllexport)
-#    else
-#        define MINICPMV_API __declspec(dllimport)
-#    endif
-#elif defined(__GNUC__) || defined(__clang__)
-#    define MINICPMV_API __attribute__((visibility("default")))
+#ifdef MINICPMV_BUILD
+#define MINICPMV_API __declspec(dllexport)
 #else
-#    define MINICPMV_API
+#define MINICPMV_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) || defined(__clang__)
+#define MINICPMV_API __attribute__((visibility("default")))
+#else
+#define MINICPMV_API
 #endif
 
 #ifdef __cplusplus
@@ -180,10 +180,10 @@ typedef enum minicpmv_kv_type {
 } minicpmv_kv_type;
 
 typedef struct minicpmv_session_params {
-    int32_t n_ctx;             /* positions the KV cache holds (default 4096), >= 1 */
-    int32_t n_batch;           /* prompt positions evaluated per graph (default 512), >= 1 */
-    int32_t n_threads;         /* CPU threads; 0 = all hardware threads (default); < 0 is an error */
-    minicpmv_kv_type kv_type;  /* default MINICPMV_KV_F16 */
+    int32_t n_ctx;            /* positions the KV cache holds (default 4096), >= 1 */
+    int32_t n_batch;          /* prompt positions evaluated per graph (default 512), >= 1 */
+    int32_t n_threads;        /* CPU threads; 0 = all hardware threads (default); < 0 is an error */
+    minicpmv_kv_type kv_type; /* default MINICPMV_KV_F16 */
 } minicpmv_session_params;
 
 MINICPMV_API minicpmv_session_params minicpmv_session_default_params(void);
@@ -215,11 +215,11 @@ MINICPMV_API minicpmv_status minicpmv_session_add_text(minicpmv_session * sessio
 /* An 8-bit RGB image in the caller's memory: pixel (x, y) is the 3 bytes R, G, B at
  * pixels + y * stride + 3 * x, rows top to bottom. */
 typedef struct minicpmv_image {
-    int32_t width;          /* >= 1 */
-    int32_t height;         /* >= 1 */
-    size_t stride;          /* bytes from one row to the next; 0 means packed rows (3 * width) */
+    int32_t width;  /* >= 1 */
+    int32_t height; /* >= 1 */
+    size_t stride;  /* bytes from one row to the next; 0 means packed rows (3 * width) */
     const uint8_t * pixels;
-    size_t size;            /* bytes readable at pixels: at least (height - 1) * stride + 3 * width */
+    size_t size; /* bytes readable at pixels: at least (height - 1) * stride + 3 * width */
 } minicpmv_image;
 
 /* Appends an image (its pixels are copied; the caller's buffer may be freed on return). Needs a model
@@ -250,32 +250,32 @@ MINICPMV_API int32_t minicpmv_session_n_turns(const minicpmv_session * session);
 
 /* Sampling, as HF chat(sampling=True): repetition penalty -> temperature -> top-k -> top-p -> min-p. */
 typedef struct minicpmv_sampling_params {
-    float temperature;         /* 0.7; <= 0 is greedy decoding (argmax after the penalty) */
-    int32_t top_k;             /* 100; <= 0 disables */
-    double top_p;              /* 0.8; in [0, 1], 1 disables */
-    float min_p;               /* 0; in [0, 1], 0 disables */
-    float repetition_penalty;  /* 1.05; > 0, 1 disables */
-    uint64_t seed;             /* 0; the same seed gives the same reply; MINICPMV_SEED_RANDOM draws one */
+    float temperature;        /* 0.7; <= 0 is greedy decoding (argmax after the penalty) */
+    int32_t top_k;            /* 100; <= 0 disables */
+    double top_p;             /* 0.8; in [0, 1], 1 disables */
+    float min_p;              /* 0; in [0, 1], 0 disables */
+    float repetition_penalty; /* 1.05; > 0, 1 disables */
+    uint64_t seed;            /* 0; the same seed gives the same reply; MINICPMV_SEED_RANDOM draws one */
 } minicpmv_sampling_params;
 
 #define MINICPMV_SEED_RANDOM UINT64_MAX
 
 /* Beam search, as HF chat(sampling=False). */
 typedef struct minicpmv_beam_params {
-    int32_t num_beams;         /* 3; >= 1, 1 is greedy search */
-    float repetition_penalty;  /* 1.2; > 0, 1 disables */
-    double length_penalty;     /* 1.0 */
+    int32_t num_beams;        /* 3; >= 1, 1 is greedy search */
+    float repetition_penalty; /* 1.2; > 0, 1 disables */
+    double length_penalty;    /* 1.0 */
 } minicpmv_beam_params;
 
 typedef struct minicpmv_generate_params {
-    int32_t max_new_tokens;    /* 2048; >= 0 */
-    bool beam_search;          /* false: sample with `sampling` (HF sampling=True, the default);
-                                  true: beam search with `beam` (HF sampling=False) */
+    int32_t max_new_tokens; /* 2048; >= 0 */
+    bool beam_search;       /* false: sample with `sampling` (HF sampling=True, the default);
+                               true: beam search with `beam` (HF sampling=False) */
     minicpmv_sampling_params sampling;
     minicpmv_beam_params beam;
-    int32_t max_slice_nums;    /* 0 = automatic: 9 (HF's default), 2 when the conversation has video
-                                  frames; else >= 1 */
-    int32_t use_image_id;      /* -1 = automatic: 1, 0 when the conversation has video frames; else 0 or 1 */
+    int32_t max_slice_nums; /* 0 = automatic: 9 (HF's default), 2 when the conversation has video
+                               frames; else >= 1 */
+    int32_t use_image_id;   /* -1 = automatic: 1, 0 when the conversation has video frames; else 0 or 1 */
     /* When not NULL, generation stops after the token during which *cancel became nonzero. Another
      * thread may set it at any time (use an atomic store: C11 atomic_store on an atomic_int whose
      * address is passed here, or __atomic_store_n); the library only reads it. */
@@ -291,17 +291,17 @@ MINICPMV_API minicpmv_generate_params minicpmv_generate_default_params(void);
 typedef bool (*minicpmv_piece_callback)(const char * piece, size_t len, void * user_data);
 
 typedef enum minicpmv_stop_reason {
-    MINICPMV_STOP_EOS = 0,       /* the model ended its reply */
-    MINICPMV_STOP_LENGTH = 1,    /* max_new_tokens, or the context is full */
-    MINICPMV_STOP_CANCELLED = 2  /* the callback returned false or *cancel became nonzero */
+    MINICPMV_STOP_EOS = 0,      /* the model ended its reply */
+    MINICPMV_STOP_LENGTH = 1,   /* max_new_tokens, or the context is full */
+    MINICPMV_STOP_CANCELLED = 2 /* the callback returned false or *cancel became nonzero */
 } minicpmv_stop_reason;
 
 typedef struct minicpmv_result {
     minicpmv_stop_reason stop_reason;
-    int32_t n_tokens;    /* generated tokens, without the stop token */
-    int32_t n_prompt;    /* prompt positions of this turn (the whole conversation) */
-    int32_t n_reused;    /* of which came from the KV cache */
-    int32_t n_encoded;   /* image slices run through the vision encoder for this turn */
+    int32_t n_tokens;  /* generated tokens, without the stop token */
+    int32_t n_prompt;  /* prompt positions of this turn (the whole conversation) */
+    int32_t n_reused;  /* of which came from the KV cache */
+    int32_t n_encoded; /* image slices run through the vision encoder for this turn */
     double prefill_ms;
     double decode_ms;
 } minicpmv_result;

@@ -39,7 +39,9 @@ MINICPMV_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")
 
 namespace {
 
-__mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1); }
+__mmask16 lanes(int64_t n) {
+    return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1);
+}
 
 // ggml aligns tensors to 32 bytes; packed panels start at the next 64-byte boundary (the tensor has
 // 64 spare bytes), so that each pair of a panel is one aligned vector load.
@@ -155,16 +157,18 @@ void pack_rows(const char * src, size_t ld, ggml_type type, int64_t n_rows, int6
 
 // Packs columns c0..c0+16·nv−1 (past `width`: zeros) of an f32 or f16 matrix with n_rows rows (row r
 // at src + r·ld bytes) along its rows: dword [p][j] = (bf16 of row 2p column c0+j, row 2p+1 column c0+j).
-void pack_columns(const char * src, size_t ld, ggml_type type, int64_t n_rows, int64_t c0, int64_t width, int nv, uint32_t * panel) {
+void pack_columns(const char * src, size_t ld, ggml_type type, int64_t n_rows, int64_t c0, int64_t width, int nv,
+                  uint32_t * panel) {
     for (int64_t p = 0; p < n_pairs(n_rows); ++p) {
         for (int h = 0; h < nv; ++h) {
             const __mmask16 m = lanes(width - c0 - 16 * h);
             auto bf16_of_row = [&](int64_t r) {
                 if (r >= n_rows || m == 0) return _mm512_setzero_si512();
                 const char * row = src + r * ld;
-                const __m512 f = type == GGML_TYPE_F16
-                    ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + c0 + 16 * h))
-                    : _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + c0 + 16 * h);
+                const __m512 f =
+                    type == GGML_TYPE_F16
+                        ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + c0 + 16 * h))
+                        : _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + c0 + 16 * h);
                 return _mm512_cvtepu16_epi32((__m256i)(_mm512_cvtneps_pbh(f)));
             };
             // The even row's value in the low half of each dword, the odd row's in the high half.
@@ -281,7 +285,9 @@ void q6_K_block_to_f32(const BlockQ6K & b, float * y) {
             const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(ql + l0));
             const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(ql + l0 + 32));
             const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qh + l0));
-            auto high2 = [&](int shift) { return _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, shift), two), 4); };
+            auto high2 = [&](int shift) {
+                return _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, shift), two), 4);
+            };
             const __m128i q[4] = {
                 _mm_sub_epi8(_mm_or_si128(_mm_and_si128(a, low4), high2(0)), off),
                 _mm_sub_epi8(_mm_or_si128(_mm_and_si128(c, low4), high2(2)), off),
@@ -342,7 +348,8 @@ void pack_weight_panel(const ggml_tensor * w, int64_t r0, uint32_t * panel) {
                 if (n % 2) seg[n] = 0.0f;
                 for (int64_t p = 0; p < np; p += 16) {  // 32 values → 16 pairs
                     const __mmask16 m = lanes(2 * np - 2 * p), m_hi = lanes(2 * np - 2 * p - 16);
-                    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, seg + 2 * p + 16), _mm512_maskz_loadu_ps(m, seg + 2 * p));
+                    const __m512bh v =
+                        _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, seg + 2 * p + 16), _mm512_maskz_loadu_ps(m, seg + 2 * p));
                     _mm512_store_si512(rows[j] + p, (__m512i)(v));
                 }
             }
@@ -392,7 +399,8 @@ void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
     if (n_tail != 0) {
         std::memset(tail, 0, kMR * 2 * pairs * sizeof(uint16_t));
         for (int64_t i = 0; i < n_tail; ++i) {
-            std::memcpy(tail + i * 2 * pairs, static_cast<const char *>(x->data) + (N - n_tail + i) * x->nb[1], 2 * pairs * sizeof(uint16_t));
+            std::memcpy(tail + i * 2 * pairs, static_cast<const char *>(x->data) + (N - n_tail + i) * x->nb[1],
+                        2 * pairs * sizeof(uint16_t));
         }
     }
     for (int64_t n0 = 0; n0 < N; n0 += chunk_rows) {
@@ -403,16 +411,20 @@ void op_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
             const __mmask16 mask0 = lanes(M - m0), mask1 = lanes(M - m0 - 16);
             for (int64_t r0 = n0; r0 < n1; r0 += kMR) {
                 const int64_t nr = std::min<int64_t>(kMR, n1 - r0);
-                const uint16_t * a = nr < kMR ? tail : reinterpret_cast<const uint16_t *>(static_cast<const char *>(x->data) + r0 * x->nb[1]);
+                const uint16_t * a =
+                    nr < kMR ? tail : reinterpret_cast<const uint16_t *>(static_cast<const char *>(x->data) + r0 * x->nb[1]);
                 tile<2>(a, 2 * pairs, panel, pairs, [&](int i, int h, __m512 v) {
                     const int64_t r = r0 + i, m = m0 + 16 * h;
                     if (i >= nr || m >= M) return;
                     const __mmask16 mask = h == 0 ? mask0 : mask1;
-                    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, static_cast<const float *>(bias->data) + m));
+                    if (bias != nullptr)
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, static_cast<const float *>(bias->data) + m));
                     if constexpr (kAct == Activation::gelu_tanh) v = gelu_tanh16(v);
                     if (residual != nullptr) {
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(
-                                                                             static_cast<const char *>(residual->data) + r * residual->nb[1]) + m));
+                        v = _mm512_add_ps(
+                            v, _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(
+                                                               static_cast<const char *>(residual->data) + r * residual->nb[1]) +
+                                                               m));
                     }
                     store_lanes(static_cast<char *>(dst->data) + r * dst->nb[1], m, mask, v, bf16_out);
                 });
@@ -501,7 +513,8 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
             pack_rows(k0 + c * kPanel * k->nb[1], k->nb[1], k->type, std::min<int64_t>(kPanel, Nk - c * kPanel), D, row,
                       kp + c * d_pairs * kPanel);
         }
-        for (size_t c = 0; c < v_panels.size(); ++c) pack_columns(v0, v->nb[1], v->type, Nk, v_panels[c].first, D, v_panels[c].second, vp + v_offsets[c]);
+        for (size_t c = 0; c < v_panels.size(); ++c)
+            pack_columns(v0, v->nb[1], v->type, Nk, v_panels[c].first, D, v_panels[c].second, vp + v_offsets[c]);
 
         for (int64_t q_first = 0; q_first < Nq; q_first += kMR) {
             const int64_t nq = std::min<int64_t>(kMR, Nq - q_first);
@@ -513,8 +526,9 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                 }
             }
             // Keys past n_open are masked for every query of the block (the causal tail): skipped.
-            const char * m0 = mask == nullptr ? nullptr
-                : static_cast<const char *>(mask->data) + q_first * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3];
+            const char * m0 =
+                mask == nullptr ? nullptr
+                                : static_cast<const char *>(mask->data) + q_first * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3];
             const int64_t n_open = mask == nullptr ? Nk : open_keys(m0, mask->nb[1], nq, Nk);
             const int64_t open_pairs = n_pairs(n_open);
             // Scores, and (without a mask) each row's maximum over the real keys.
@@ -539,8 +553,8 @@ void op_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
                 __m512 shift, mul;
                 if (mask != nullptr) {
                     // scale·s + mask first; its maximum shifts the exponentials.
-                    const uint16_t * m_row = reinterpret_cast<const uint16_t *>(static_cast<const char *>(mask->data) +
-                                                                                (q_first + i) * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3]);
+                    const uint16_t * m_row = reinterpret_cast<const uint16_t *>(
+                        static_cast<const char *>(mask->data) + (q_first + i) * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3]);
                     __m512 mx = _mm512_set1_ps(-INFINITY);
                     for (int64_t j = 0; j < n_open; j += 16) {
                         const __mmask16 m = lanes(n_open - j);
@@ -619,9 +633,11 @@ bool bf16_kernels_usable(const ggml_tensor * w) {
 ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
     const int64_t K = w->ne[0], M = w->ne[1];
     GGML_ASSERT(ggml_n_dims(w) <= 2 && ggml_get_type_traits(w->type)->to_float != nullptr);
-    GGML_ASSERT((x->type == GGML_TYPE_F32 && x->ne[0] == K && x->nb[0] == sizeof(float)) || (is_bf16_rows(x, K) && ggml_is_contiguous(x)));
+    GGML_ASSERT((x->type == GGML_TYPE_F32 && x->ne[0] == K && x->nb[0] == sizeof(float)) ||
+                (is_bf16_rows(x, K) && ggml_is_contiguous(x)));
     GGML_ASSERT(ggml_n_dims(x) <= 2 && (!opt.bf16_out || M % 2 == 0));
-    GGML_ASSERT(opt.residual == nullptr || (opt.residual->type == GGML_TYPE_F32 && opt.residual->ne[0] == M && opt.residual->ne[1] == x->ne[1]));
+    GGML_ASSERT(opt.residual == nullptr ||
+                (opt.residual->type == GGML_TYPE_F32 && opt.residual->ne[0] == M && opt.residual->ne[1] == x->ne[1]));
     const int64_t N = x->ne[1];
     if (x->type == GGML_TYPE_F32) {
         ggml_tensor * x_args[] = {x};
@@ -630,7 +646,8 @@ ggml_tensor * bf16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
     }
     ggml_tensor * args[] = {x, opt.bias, opt.residual};
     const ggml_custom_op_t op = opt.act == Activation::gelu_tanh ? op_linear<Activation::gelu_tanh> : op_linear<Activation::none>;
-    ggml_tensor * y = ggml_custom_4d(ctx, opt.bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, M, N, 1, 1, args, 3, op, GGML_N_TASKS_MAX, w);
+    ggml_tensor * y =
+        ggml_custom_4d(ctx, opt.bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, M, N, 1, 1, args, 3, op, GGML_N_TASKS_MAX, w);
     ggml_format_name(y, "bf16_linear-%s", w->name);
     return y;
 }
@@ -648,7 +665,8 @@ ggml_tensor * bf16_layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor *
 ggml_tensor * bf16_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
                              float scale, bool bf16_out) {
     GGML_ASSERT(q->type == GGML_TYPE_F32 && (k->type == GGML_TYPE_F32 || k->type == GGML_TYPE_F16) && v->type == k->type);
-    GGML_ASSERT(q->ne[0] == k->ne[0] && k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && v->ne[2] == k->ne[2] && q->ne[2] % k->ne[2] == 0);
+    GGML_ASSERT(q->ne[0] == k->ne[0] && k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && v->ne[2] == k->ne[2] &&
+                q->ne[2] % k->ne[2] == 0);
     GGML_ASSERT(q->ne[3] == 1 || q->ne[3] == k->ne[3]);
     GGML_ASSERT(q->nb[0] == sizeof(float) && k->nb[0] == ggml_type_size(k->type) && v->nb[0] == ggml_type_size(v->type));
     GGML_ASSERT(mask == nullptr || (mask->type == GGML_TYPE_F16 && mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[1] &&
@@ -657,8 +675,8 @@ ggml_tensor * bf16_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * 
     GGML_ASSERT(!bf16_out || width % 2 == 0);
     const AttentionFlags flags{scale, bf16_out};
     ggml_tensor * args[] = {q, k, v, mask};
-    ggml_tensor * out = ggml_custom_4d(ctx, bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, width, q->ne[1], k->ne[3], 1, args, 4, op_attention,
-                                       GGML_N_TASKS_MAX, flags_as_userdata(flags));
+    ggml_tensor * out = ggml_custom_4d(ctx, bf16_out ? GGML_TYPE_BF16 : GGML_TYPE_F32, width, q->ne[1], k->ne[3], 1, args, 4,
+                                       op_attention, GGML_N_TASKS_MAX, flags_as_userdata(flags));
     ggml_set_name(out, "bf16_attention");
     return out;
 }

@@ -29,7 +29,7 @@ struct LinearOptions {
     ggml_tensor * bias = nullptr;      // [M] f32, added to every row
     ggml_tensor * residual = nullptr;  // [M, N] f32, added after the activation
     Activation act = Activation::none;
-    bool bf16_out = false;             // return bf16 rows (for another product) instead of f32
+    bool bf16_out = false;  // return bf16 rows (for another product) instead of f32
 };
 
 // act(w·x + bias) + residual, as ggml_mul_mat(w, x) with the extras: w [K, M] (any type ggml can

@@ -162,7 +162,8 @@ struct Q6KValues {
             const __m512i ql = _mm512_loadu_si512(B.ql + 64 * h);
             const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qh + 32 * h)));
             v[2 * h] = _mm512_ternarylogic_epi32(_mm512_sllv_epi16(qh, shl), top2, _mm512_and_si512(ql, low4), kAndOr);
-            v[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(qh, shr), top2, _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), kAndOr);
+            v[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(qh, shr), top2,
+                                                     _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), kAndOr);
         }
     }
 };
@@ -191,7 +192,8 @@ void q6_K_rows(const char * w, size_t w_stride, int64_t nb, int64_t r0, int64_t 
             for (int c = 0; c < NC; ++c) {
                 const ActBlock & A = a[c][b];
                 __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(q[0], _mm512_loadu_si512(A.q)), s[0]);
-                for (int i = 1; i < 4; ++i) p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q[i], _mm512_loadu_si512(A.q + 64 * i)), s[i]);
+                for (int i = 1; i < 4; ++i)
+                    p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q[i], _mm512_loadu_si512(A.q + 64 * i)), s[i]);
                 const __m256i offset = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(A.sum16)));
                 p = _mm512_sub_epi32(p, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_slli_epi32(offset, 5), 0));
                 acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * A.d), acc[c]);
@@ -213,9 +215,9 @@ constexpr int64_t kMinTileRows = 8;
 // g) − d2·Σ_g' m_g'·(Σ a over group g'), u the unsigned values. q4_K: groups of 32, m = the mins,
 // d2 = dmin. q6_K: groups of 16, m = the scales, d2 = 32·d (u = q + 32).
 struct alignas(64) Panel {
-    uint8_t u[64][64];       // [quad of columns][row·4 + i]: one vector per 4 columns
-    int32_t scale[16][16];   // [group][row]
-    uint32_t m_pairs[8][16]; // [pair of groups][row]: two s16 (m of groups 2p, 2p+1)
+    uint8_t u[64][64];        // [quad of columns][row·4 + i]: one vector per 4 columns
+    int32_t scale[16][16];    // [group][row]
+    uint32_t m_pairs[8][16];  // [pair of groups][row]: two s16 (m of groups 2p, 2p+1)
     float d[16], d2[16];
 };
 
@@ -228,7 +230,8 @@ void q4_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, u
         for (int c = 0; c < 4; ++c) {
             const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qs + 32 * c));
             _mm256_storeu_si256(reinterpret_cast<__m256i *>(values[r] + 64 * c), _mm256_and_si256(x, low4));
-            _mm256_storeu_si256(reinterpret_cast<__m256i *>(values[r] + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(values[r] + 64 * c + 32),
+                                _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
         }
         uint8_t sm[16];
         q4_K_scales_mins(B.scales, sm);
@@ -247,7 +250,9 @@ void q6_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, u
         unpack(B, v);
         for (int i = 0; i < 4; ++i) _mm512_storeu_si512(values[r] + 64 * i, v[i]);
         for (int g = 0; g < 16; ++g) P.scale[g][r] = B.scales[g];
-        for (int p = 0; p < 8; ++p) P.m_pairs[p][r] = static_cast<uint16_t>(B.scales[2 * p]) | static_cast<uint32_t>(static_cast<uint16_t>(B.scales[2 * p + 1])) << 16;
+        for (int p = 0; p < 8; ++p)
+            P.m_pairs[p][r] =
+                static_cast<uint16_t>(B.scales[2 * p]) | static_cast<uint32_t>(static_cast<uint16_t>(B.scales[2 * p + 1])) << 16;
         P.d[r] = _cvtsh_ss(B.d);
         P.d2[r] = 32.0f * P.d[r];
     }
@@ -255,7 +260,8 @@ void q6_K_panel(const char * w, size_t w_stride, int n, int64_t r0, int64_t b, u
 
 // values [16 rows][256] → P.u [64 quads][16 rows × 4 bytes].
 void transpose_quads(const uint8_t (*values)[256], Panel & P) {
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(256));
+    const __m512i rows =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(256));
     for (int q = 0; q < 64; ++q) {
         _mm512_store_si512(P.u[q], _mm512_i32gather_epi32(rows, values[0] + 4 * q, 1));
     }
@@ -284,7 +290,8 @@ void panel_tile(const Panel * panels, int64_t nb, const ActBlock * const * a, si
             for (int j = 0; j < GQ; ++j) {
                 const int q = g * GQ + j;
                 const __m512i u = _mm512_load_si512(P.u[q]);
-                for (int t = 0; t < NT; ++t) sum[t] = _mm512_dpbusd_epi32(sum[t], u, _mm512_set1_epi32(load_i32(a[t][b].q + 4 * q)));
+                for (int t = 0; t < NT; ++t)
+                    sum[t] = _mm512_dpbusd_epi32(sum[t], u, _mm512_set1_epi32(load_i32(a[t][b].q + 4 * q)));
             }
             const __m512i sc = _mm512_load_si512(P.scale[g]);
             for (int t = 0; t < NT; ++t) blk[t] = _mm512_add_epi32(blk[t], _mm512_mullo_epi32(sum[t], sc));
@@ -292,7 +299,8 @@ void panel_tile(const Panel * panels, int64_t nb, const ActBlock * const * a, si
         for (int p = 0; p < kGroups / 2; ++p) {
             const __m512i m = _mm512_load_si512(P.m_pairs[p]);
             for (int t = 0; t < NT; ++t) {
-                mn[t] = _mm512_dpwssd_epi32(mn[t], m, _mm512_set1_epi32(load_i32(reinterpret_cast<const char *>(&a[t][b]) + sums + 4 * p)));
+                mn[t] = _mm512_dpwssd_epi32(mn[t], m,
+                                            _mm512_set1_epi32(load_i32(reinterpret_cast<const char *>(&a[t][b]) + sums + 4 * p)));
             }
         }
         const __m512 d = _mm512_load_ps(P.d), d2 = _mm512_load_ps(P.d2);
@@ -317,8 +325,8 @@ void panel_tile_n(int nt, const Panel * panels, int64_t nb, const ActBlock * con
 
 // Panels of 16 weight rows dealt round-robin to the threads; each thread unpacks its panel once (all
 // blocks, ~5.6 KiB each: in L2) and runs every tile of activation rows over it.
-void product_tiles(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
-                   char * y, size_t y_stride, const float * bias, int ith, int nth) {
+void product_tiles(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride,
+                   int64_t N, char * y, size_t y_stride, const float * bias, int ith, int nth) {
     const int64_t nb = K / kBlock, n_panels = (M + kPanelRows - 1) / kPanelRows;
     const bool q4 = type == GGML_TYPE_Q4_K;
     thread_local std::vector<Panel> panels;
@@ -348,7 +356,8 @@ void product_tiles(const char * w, size_t w_stride, ggml_type type, int64_t K, i
                 panel_tile_n<4>(nt, panels.data(), nb, a, offsetof(ActBlock, sum16), acc);
             }
             for (int t = 0; t < nt; ++t) {
-                _mm512_mask_storeu_ps(reinterpret_cast<float *>(y + (c0 + t) * y_stride) + r0, rows, _mm512_add_ps(acc[t], bias_v));
+                _mm512_mask_storeu_ps(reinterpret_cast<float *>(y + (c0 + t) * y_stride) + r0, rows,
+                                      _mm512_add_ps(acc[t], bias_v));
             }
         }
     }
@@ -369,10 +378,18 @@ void product_rows(const char * w, size_t w_stride, ggml_type type, int64_t K, in
         }
         const bool q4 = type == GGML_TYPE_Q4_K;
         switch (nc) {
-            case 1: q4 ? q4_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias); break;
-            case 2: q4 ? q4_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias); break;
-            case 3: q4 ? q4_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias); break;
-            default: q4 ? q4_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias); break;
+            case 1:
+                q4 ? q4_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<1>(w, w_stride, nb, r0, r1, a, out, bias);
+                break;
+            case 2:
+                q4 ? q4_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<2>(w, w_stride, nb, r0, r1, a, out, bias);
+                break;
+            case 3:
+                q4 ? q4_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<3>(w, w_stride, nb, r0, r1, a, out, bias);
+                break;
+            default:
+                q4 ? q4_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias) : q6_K_rows<4>(w, w_stride, nb, r0, r1, a, out, bias);
+                break;
         }
     }
 }
@@ -389,12 +406,13 @@ void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char *
 
 void op_int8_rows(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
-    quantize_rows(static_cast<const char *>(x->data), x->nb[1], x->ne[0], x->ne[1], static_cast<char *>(dst->data), dst->nb[1], ith, nth);
+    quantize_rows(static_cast<const char *>(x->data), x->nb[1], x->ne[0], x->ne[1], static_cast<char *>(dst->data), dst->nb[1],
+                  ith, nth);
 }
 
 // w [K, M] times N activation rows: thread ith of nth computes its share of the output rows.
-void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N, char * y,
-             size_t y_stride, const float * bias, int ith, int nth) {
+void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
+             char * y, size_t y_stride, const float * bias, int ith, int nth) {
     if (N >= kMinTileRows) {
         product_tiles(w, w_stride, type, K, M, xq, xq_stride, N, y, y_stride, bias, ith, nth);
     } else {
@@ -407,8 +425,9 @@ void op_int8_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
     const ggml_tensor * xq = dst->src[0];
     const ggml_tensor * bias = dst->src[1];
-    product(static_cast<const char *>(w->data), w->nb[1], w->type, w->ne[0], w->ne[1], static_cast<const char *>(xq->data), xq->nb[1],
-            xq->ne[1], static_cast<char *>(dst->data), dst->nb[1], bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
+    product(static_cast<const char *>(w->data), w->nb[1], w->type, w->ne[0], w->ne[1], static_cast<const char *>(xq->data),
+            xq->nb[1], xq->ne[1], static_cast<char *>(dst->data), dst->nb[1],
+            bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
 }
 
 }  // namespace
@@ -431,14 +450,15 @@ bool int8_kernels_usable(const ggml_tensor * w) {
 ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
     GGML_ASSERT(x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) && x->ne[0] % kBlock == 0);
     ggml_tensor * args[] = {x};
-    ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, act_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, op_int8_rows, GGML_N_TASKS_MAX,
-                                      nullptr);
+    ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, act_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, op_int8_rows,
+                                      GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(xq, "int8_rows");
     return xq;
 }
 
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias) {
-    GGML_ASSERT(int8_kernels_usable(w) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) && ggml_is_contiguous(xq));
+    GGML_ASSERT(int8_kernels_usable(w) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) &&
+                ggml_is_contiguous(xq));
     GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
     ggml_tensor * args[] = {xq, bias};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xq->ne[1], 1, 1, args, 2, op_int8_linear, GGML_N_TASKS_MAX, w);
@@ -452,8 +472,8 @@ bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x
     const size_t x_stride = K * sizeof(float), xq_stride = act_row_bytes(K);
     std::vector<char> xq(xq_stride * N);
     quantize_rows(reinterpret_cast<const char *>(x), x_stride, K, N, xq.data(), xq_stride, 0, 1);
-    product(static_cast<const char *>(w), ggml_row_size(static_cast<ggml_type>(type), K), static_cast<ggml_type>(type), K, M, xq.data(),
-            xq_stride, N, reinterpret_cast<char *>(y), M * sizeof(float), nullptr, 0, 1);
+    product(static_cast<const char *>(w), ggml_row_size(static_cast<ggml_type>(type), K), static_cast<ggml_type>(type), K, M,
+            xq.data(), xq_stride, N, reinterpret_cast<char *>(y), M * sizeof(float), nullptr, 0, 1);
     return true;
 }
 
@@ -461,7 +481,9 @@ bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x
 
 bool int8_kernels_usable(const ggml_tensor *) { return false; }
 
-ggml_tensor * int8_rows(ggml_context *, ggml_tensor *) { GGML_ABORT("int8_rows: not in this build (check int8_kernels_usable first)"); }
+ggml_tensor * int8_rows(ggml_context *, ggml_tensor *) {
+    GGML_ABORT("int8_rows: not in this build (check int8_kernels_usable first)");
+}
 
 ggml_tensor * int8_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) {
     GGML_ABORT("int8_linear: not in this build (check int8_kernels_usable first)");

@@ -64,8 +64,8 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
     // expanded to bf16 once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than
     // ggml's quantized dot products at this batch size; attention of prompt batches the same way (the
     // causal tail of each block of queries skipped). The rest: ggml's kernels.
-    GraphOps g(ctx, n_rows >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) &&
-                        bf16_kernels_usable(w.layers[0].ffn_up));
+    GraphOps g(ctx,
+               n_rows >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up));
     const int n_kv = b.n_past + b.n_tokens;
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
@@ -103,9 +103,9 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         ggml_build_forward_expand(gf, cache_store(ctx, cache.k(il), k, b.n_tokens, b.n_slots, b.n_past));
         ggml_build_forward_expand(gf, cache_store(ctx, cache.v(il), v, b.n_tokens, b.n_slots, b.n_past));
         q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, c.head_dim, c.n_head, b.n_tokens, b.n_slots), 0, 2, 1, 3);
-        ggml_tensor * attn = g.attention(q, cache_view(ctx, cache.k(il), c, n_kv, b.n_slots),
-                                         cache_view(ctx, cache.v(il), c, n_kv, b.n_slots), in.kq_mask, kq_scale,
-                                         g.takes_bf16_rows(L.wo));
+        ggml_tensor * attn =
+            g.attention(q, cache_view(ctx, cache.k(il), c, n_kv, b.n_slots), cache_view(ctx, cache.v(il), c, n_kv, b.n_slots),
+                        in.kq_mask, kq_scale, g.takes_bf16_rows(L.wo));
         // o_proj (no bias) + residual
         x = g.name(g.linear(L.wo, ggml_reshape_2d(ctx, attn, c.n_embd, n_rows), {nullptr, x}), "attn_out", il);
 
@@ -120,7 +120,7 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         x = ggml_view_2d(ctx, x, c.n_embd, b.n_slots, x->nb[1] * b.n_tokens, x->nb[1] * (b.n_tokens - 1));
     }
     x = g.name(g.rms_norm(x, w.output_norm, c.rms_eps), "output_norm");  // model.norm
-    ggml_tensor * logits = g.name(g.linear(w.output, x), "logits");  // lm_head
+    ggml_tensor * logits = g.name(g.linear(w.output, x), "logits");      // lm_head
     ggml_set_output(logits);
     ggml_build_forward_expand(gf, logits);
     return logits;

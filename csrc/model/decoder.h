@@ -1,10 +1,10 @@
-// The Qwen2 decoder (spec §1): weights table and graph. The graph reads top to bottom like HF's
+// The Qwen2 decoder (docs/model.md §1): weights table and graph. The graph reads top to bottom like HF's
 // Qwen2ForCausalLM: embed → N × (RMSNorm → attention → residual → RMSNorm → SwiGLU MLP → residual)
 // → final RMSNorm → lm_head.
 #pragma once
 
-#include "model/model_config.h"
 #include "core/model_weights.h"
+#include "model/model_config.h"
 
 #include <vector>
 
@@ -60,9 +60,8 @@ struct DecoderInputs {
 
 // Builds the graph into gf (the K/V writes included) and returns the logits tensor
 // [n_vocab, rows], rows = n_slots (last position of each slot) or n_tokens·n_slots.
-ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const LlmConfig & config,
-                                  const DecoderWeights & w, const KvCache & cache, const DecoderBatch & batch,
-                                  DecoderInputs & inputs);
+ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const LlmConfig & config, const DecoderWeights & w,
+                                  const KvCache & cache, const DecoderBatch & batch, DecoderInputs & inputs);
 
 // Host-side values for the inputs above.
 void fill_positions(const DecoderBatch & batch, std::vector<int32_t> & positions);

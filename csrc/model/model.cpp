@@ -6,8 +6,8 @@
 #include "core/gguf_keys.h"
 #include "core/log.h"
 #include "core/model_weights.h"
-#include "text/tokenizer.h"
 #include "model/vision_model.h"
+#include "text/tokenizer.h"
 
 #include <chrono>
 
@@ -30,21 +30,27 @@ Model::Model(const std::string & llm_path, const std::string & mmproj_path, cons
     config_ = read_llm_config(*file_);
     const std::string tok_model = file_->get_string(keys::tokenizer_model);
     if (tok_model != "gpt2") {
-        throw Error(ErrorCode::bad_format, llm_path + ": tokenizer model is '" + tok_model + "', expected 'gpt2' (byte-level BPE)");
+        throw Error(ErrorCode::bad_format,
+                    llm_path + ": tokenizer model is '" + tok_model + "', expected 'gpt2' (byte-level BPE)");
     }
-    tokenizer_ = std::make_unique<Tokenizer>(file_->get_strings(keys::tokenizer_tokens), file_->get_strings(keys::tokenizer_merges),
-                                             file_->get_i32s(keys::tokenizer_token_type));
-    // Generation ends on either ChatML terminator (spec §3); ids come from the vocabulary, by text.
+    tokenizer_ =
+        std::make_unique<Tokenizer>(file_->get_strings(keys::tokenizer_tokens), file_->get_strings(keys::tokenizer_merges),
+                                    file_->get_i32s(keys::tokenizer_token_type));
+    // Generation ends on either ChatML terminator (docs/model.md §3); ids come from the vocabulary, by text.
     for (const char * text : {"<|im_end|>", "<|endoftext|>"}) {
         const int32_t id = tokenizer_->find(text);
         if (id < 0) throw Error(ErrorCode::bad_format, llm_path + ": the vocabulary has no '" + text + "' token");
         stop_ids_.push_back(id);
     }
     device_ = select_device(params.device);
-    auto tensors = [&](DecoderWeights & d, const TensorVisitor & visit) { for_each_decoder_tensor(config_, d, visit); };
-    weights_ = std::make_unique<Weights>(*file_, weight_table<DecoderWeights>(tensors), device_, params.cpu_repack, params.use_mmap);
+    auto tensors = [&](DecoderWeights & d, const TensorVisitor & visit) {
+        for_each_decoder_tensor(config_, d, visit);
+    };
+    weights_ =
+        std::make_unique<Weights>(*file_, weight_table<DecoderWeights>(tensors), device_, params.cpu_repack, params.use_mmap);
     decoder_ = bind_weights<DecoderWeights>(*weights_, tensors);
-    log_message(LogLevel::info, "%s: qwen2, %d layers, width %d, %d tokens in the vocabulary, %.1f MB of weights on %s (%s), %.2f s",
+    log_message(LogLevel::info,
+                "%s: qwen2, %d layers, width %d, %d tokens in the vocabulary, %.1f MB of weights on %s (%s), %.2f s",
                 llm_path.c_str(), config_.n_layer, config_.n_embd, config_.n_vocab, weights_->size_bytes() / 1e6,
                 ggml_backend_dev_name(device_), params.use_mmap ? "mapped" : "copied", seconds_since(t0));
     if (!mmproj_path.empty()) {

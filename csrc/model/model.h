@@ -1,4 +1,4 @@
-// The loaded model: immutable after construction and shareable between sessions (STYLE.md §5).
+// The loaded model: immutable after construction and shareable between sessions (docs/architecture.md §2).
 // Owns the file mapping, the weights on the chosen device and the tokenizer.
 #pragma once
 

@@ -14,16 +14,16 @@ LlmConfig read_llm_config(const GgufFile & file) {
     }
     const std::string arch = file.get_string(keys::architecture);
     if (arch != "qwen2") {
-        throw Error(ErrorCode::bad_format, file.path() + ": architecture is '" + arch +
-                                               "', expected 'qwen2' (the MiniCPM-V 2.6 language model)");
+        throw Error(ErrorCode::bad_format,
+                    file.path() + ": architecture is '" + arch + "', expected 'qwen2' (the MiniCPM-V 2.6 language model)");
     }
     LlmConfig c;
-    c.n_layer = static_cast<int32_t>(file.get_u32(keys::qwen2_block_count));
-    c.n_ctx_train = static_cast<int32_t>(file.get_u32(keys::qwen2_context_length));
-    c.n_embd = static_cast<int32_t>(file.get_u32(keys::qwen2_embedding_length));
-    c.n_ff = static_cast<int32_t>(file.get_u32(keys::qwen2_feed_forward_length));
-    c.n_head = static_cast<int32_t>(file.get_u32(keys::qwen2_head_count));
-    c.n_head_kv = static_cast<int32_t>(file.get_u32(keys::qwen2_head_count_kv));
+    c.n_layer = file.get_size(keys::qwen2_block_count);
+    c.n_ctx_train = file.get_size(keys::qwen2_context_length);
+    c.n_embd = file.get_size(keys::qwen2_embedding_length);
+    c.n_ff = file.get_size(keys::qwen2_feed_forward_length);
+    c.n_head = file.get_size(keys::qwen2_head_count);
+    c.n_head_kv = file.get_size(keys::qwen2_head_count_kv);
     c.rope_freq_base = file.get_f32(keys::qwen2_rope_freq_base);
     c.rms_eps = file.get_f32(keys::qwen2_rms_eps);
     c.n_vocab = static_cast<int32_t>(file.get_strings(keys::tokenizer_tokens).size());

@@ -1,4 +1,4 @@
-// Hyper-parameters of the Qwen2 decoder, read from the LLM GGUF (spec §1, §9). Nothing is
+// Hyper-parameters of the Qwen2 decoder, read from the LLM GGUF (docs/model.md §1, §9). Nothing is
 // hard-coded: a tiny test model and the real 7B one differ only here.
 #pragma once
 

@@ -41,8 +41,8 @@ ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, 
         ggml_tensor * t = g.linear(wt, x, {bias});
         return ggml_permute(ctx, ggml_reshape_4d(ctx, t, D, H, n_max, n_slices), 0, 2, 1, 3);  // [D, n_max, H, n_slices]
     };
-    ggml_tensor * attn = g.attention(q, heads(w.attn_k_w, w.attn_k_b, keys_in), heads(w.attn_v_w, w.attn_v_b, kv),
-                                     in.key_mask, 1.0f / std::sqrt(static_cast<float>(D)), g.takes_bf16_rows(w.attn_out_w));
+    ggml_tensor * attn = g.attention(q, heads(w.attn_k_w, w.attn_k_b, keys_in), heads(w.attn_v_w, w.attn_v_b, kv), in.key_mask,
+                                     1.0f / std::sqrt(static_cast<float>(D)), g.takes_bf16_rows(w.attn_out_w));
     ggml_tensor * out = g.linear(w.attn_out_w, ggml_reshape_2d(ctx, attn, E, Q * n_slices), {w.attn_out_b});
 
     // ln_post, then x @ proj (proj is stored transposed for mul_mat)
@@ -60,8 +60,12 @@ std::vector<float> sincos_2d(const PatchGrid & g, int32_t embed) {
     for (int32_t k = 0; k < quarter; ++k) {
         omega[k] = 1.0f / std::pow(10000.0f, static_cast<float>(k) / static_cast<float>(quarter));
     }
-    auto sin_f32 = [](float angle) { return static_cast<float>(std::sin(static_cast<double>(angle))); };
-    auto cos_f32 = [](float angle) { return static_cast<float>(std::cos(static_cast<double>(angle))); };
+    auto sin_f32 = [](float angle) {
+        return static_cast<float>(std::sin(static_cast<double>(angle)));
+    };
+    auto cos_f32 = [](float angle) {
+        return static_cast<float>(std::cos(static_cast<double>(angle)));
+    };
     std::vector<float> out(static_cast<size_t>(g.n_patches()) * embed);
     for (int32_t h = 0; h < g.py; ++h) {
         for (int32_t x = 0; x < g.px; ++x) {

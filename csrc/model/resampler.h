@@ -1,4 +1,4 @@
-// The perceiver resampler of spec §5: 64 learned queries attend over a slice's encoder output (keys
+// The perceiver resampler of docs/model.md §5: 64 learned queries attend over a slice's encoder output (keys
 // carry a 2-D sin-cos position code), giving 64 LLM-width embeddings per slice.
 #pragma once
 
@@ -15,7 +15,7 @@ struct ResamplerInputs {
 ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w,
                                     const VisionBatch & batch, ggml_tensor * vision_out, ResamplerInputs & in);
 
-// sincos2d(py, px) of spec §5 for one slice, row-major patches, `embed` values each.
+// sincos2d(py, px) of docs/model.md §5 for one slice, row-major patches, `embed` values each.
 std::vector<float> sincos_2d(const PatchGrid & grid, int32_t embed);
 void fill_pos_embed(const VisionBatch & batch, int32_t embed, std::vector<float> & out);
 

@@ -22,8 +22,8 @@ VisionBatch make_vision_batch(const std::vector<PatchGrid> & slices) {
     return b;
 }
 
-ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w,
-                                 const VisionBatch & batch, VisionInputs & in) {
+ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w, const VisionBatch & batch,
+                                 VisionInputs & in) {
     const int64_t n_slices = static_cast<int64_t>(batch.slices.size());
     const int64_t n_max = batch.n_max;
     const int64_t n_rows = n_max * n_slices;
@@ -80,8 +80,8 @@ bool has_padding(const VisionBatch & batch) {
 
 std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {
     // torch.arange(start, end, step) in float32 as its CPU kernel computes it (checked bit for bit
-    // against torch 2.13: float64 steps 1/n up to n = 400, float32 steps up to n = 1400): length ceil((end − start) / step); values in blocks of two
-    // 8-float vectors, each vector from a float base = float(start + step·p) plus j·step in double,
+    // against torch 2.13: float64 steps 1/n up to n = 400, float32 steps up to n = 1400): length ceil((end − start) / step);
+    // values in blocks of two 8-float vectors, each vector from a float base = float(start + step·p) plus j·step in double,
     // rounded to float; the tail past the last whole pair of vectors as float(start + step·i).
     // bucketize(right=True) then counts the boundaries ≤ x.
     auto arange_f32 = [](double start, double end, double step) {
@@ -101,13 +101,14 @@ std::vector<int32_t> position_ids(const PatchGrid & g, int32_t pos_side) {
     };
     // The boundaries' step 1/num_patches_per_side is a Python float (a double). The fractions' step is
     // 1 / tgt_sizes[i], tgt_sizes an int32 tensor: torch's reciprocal in float32, widened to double
-    // when arange reads it (spec §4). The two steps put a few buckets apart (n = 25, 49, 50, 55, …).
+    // when arange reads it (docs/model.md §4). The two steps put a few buckets apart (n = 25, 49, 50, 55, …).
     const std::vector<float> boundaries = arange_f32(1.0 / pos_side, 1.0, 1.0 / pos_side);
     auto buckets = [&](int32_t n) {
         const float step = 1.0f / static_cast<float>(n);
         std::vector<int32_t> out;
         for (float frac : arange_f32(0.0, 1.0 - 1e-6, static_cast<double>(step))) {
-            out.push_back(static_cast<int32_t>(std::upper_bound(boundaries.begin(), boundaries.end(), frac) - boundaries.begin()));
+            out.push_back(
+                static_cast<int32_t>(std::upper_bound(boundaries.begin(), boundaries.end(), frac) - boundaries.begin()));
         }
         return out;
     };
@@ -134,7 +135,8 @@ void fill_patches(const VisionBatch & b, int32_t p, const std::vector<const floa
                 float * dst = dst_slice + (static_cast<size_t>(py) * g.px + px) * patch_len;
                 for (int ch = 0; ch < 3; ++ch) {
                     for (int32_t y = 0; y < p; ++y) {
-                        const float * src = pixels[s] + ch * H * W + (static_cast<size_t>(py) * p + y) * W + static_cast<size_t>(px) * p;
+                        const float * src =
+                            pixels[s] + ch * H * W + (static_cast<size_t>(py) * p + y) * W + static_cast<size_t>(px) * p;
                         std::copy(src, src + p, dst + (static_cast<size_t>(ch) * p + y) * p);
                     }
                 }

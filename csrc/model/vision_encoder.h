@@ -1,6 +1,6 @@
-// The SigLIP-NaViT encoder of spec §4 as one ggml graph over a batch of slices of different sizes.
+// The SigLIP-NaViT encoder of docs/model.md §4 as one ggml graph over a batch of slices of different sizes.
 // Slices are packed to the longest one; padded patches are masked out of attention, so each slice
-// gets exactly its own result (spec §4, last paragraph).
+// gets exactly its own result (docs/model.md §4, last paragraph).
 #pragma once
 
 #include "model/vision_model.h"
@@ -36,10 +36,10 @@ struct VisionInputs {
 };
 
 // Returns the post-LayerNorm hidden states [n_embd, n_max, n_slices].
-ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w,
-                                 const VisionBatch & batch, VisionInputs & in);
+ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, const VisionWeights & w, const VisionBatch & batch,
+                                 VisionInputs & in);
 
-// HF's position ids (spec §4 step 3): bucketize of float32 fractional coordinates, bit for bit.
+// HF's position ids (docs/model.md §4 step 3): bucketize of float32 fractional coordinates, bit for bit.
 std::vector<int32_t> position_ids(const PatchGrid & grid, int32_t pos_side);
 
 // Host-side inputs. `pixels[s]` is slice s as normalised float32 CHW (3 × py·p × px·p).

@@ -12,11 +12,13 @@ namespace minicpmv {
 
 namespace {
 
-// MiniCPM-V's resampler heads are 128 wide (spec §5): heads = embed / 128.
+// MiniCPM-V's resampler heads are 128 wide (docs/model.md §5): heads = embed / 128.
 constexpr int32_t kResamplerHeadDim = 128;
 
 VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
-    auto fail = [&](const std::string & what) { throw Error(ErrorCode::bad_format, f.path() + ": " + what); };
+    auto fail = [&](const std::string & what) {
+        throw Error(ErrorCode::bad_format, f.path() + ": " + what);
+    };
     if (!f.has(keys::architecture) || f.get_string(keys::architecture) != "clip") {
         fail("not a vision (mmproj) file: architecture is '" +
              (f.has(keys::architecture) ? f.get_string(keys::architecture) : std::string("none")) + "', expected 'clip'");
@@ -28,12 +30,12 @@ VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
     if (version != 3) fail("minicpmv_version is " + std::to_string(version) + ", expected 3 (MiniCPM-V 2.6)");
 
     VisionConfig c;
-    c.n_embd = static_cast<int32_t>(f.get_u32(keys::clip_embedding_length));
-    c.n_ff = static_cast<int32_t>(f.get_u32(keys::clip_feed_forward_length));
-    c.n_head = static_cast<int32_t>(f.get_u32(keys::clip_head_count));
-    c.n_layer = static_cast<int32_t>(f.get_u32(keys::clip_block_count));
-    c.patch_size = static_cast<int32_t>(f.get_u32(keys::clip_patch_size));
-    c.image_size = static_cast<int32_t>(f.get_u32(keys::clip_image_size));
+    c.n_embd = f.get_size(keys::clip_embedding_length);
+    c.n_ff = f.get_size(keys::clip_feed_forward_length);
+    c.n_head = f.get_size(keys::clip_head_count);
+    c.n_layer = f.get_size(keys::clip_block_count);
+    c.patch_size = f.get_size(keys::clip_patch_size);
+    c.image_size = f.get_size(keys::clip_image_size);
     c.eps = f.get_f32(keys::clip_layer_norm_eps);
     if (c.n_embd <= 0 || c.n_ff <= 0 || c.n_layer <= 0 || c.patch_size <= 0 || c.image_size <= 0 || c.n_head <= 0 ||
         c.n_embd % c.n_head != 0 || !(c.eps > 0.0f)) {
@@ -59,7 +61,7 @@ VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
     return c;
 }
 
-// The published files store SigLIP fc1 under ffn_down and fc2 under ffn_up (spec §9); a file written
+// The published files store SigLIP fc1 under ffn_down and fc2 under ffn_up (docs/model.md §9); a file written
 // with the natural names has them the other way round. The shapes decide, as in llama.cpp.
 bool ffn_names_swapped(const GgufFile & f, const VisionConfig & c) {
     const ggml_tensor * down = f.tensor("v.blk.0.ffn_down.weight");
@@ -126,7 +128,9 @@ VisionModel::VisionModel(const std::string & mmproj_path, ggml_backend_dev_t dev
     file_ = std::make_unique<GgufFile>(mmproj_path);
     config_ = read_vision_config(*file_, expected_embed);
     const bool swapped = ffn_names_swapped(*file_, config_);
-    auto tensors = [&](VisionWeights & v, const TensorVisitor & visit) { for_each_vision_tensor(config_, swapped, v, visit); };
+    auto tensors = [&](VisionWeights & v, const TensorVisitor & visit) {
+        for_each_vision_tensor(config_, swapped, v, visit);
+    };
     storage_ = std::make_unique<Weights>(*file_, weight_table<VisionWeights>(tensors), device, cpu_repack, use_mmap);
     weights_ = bind_weights<VisionWeights>(*storage_, tensors);
 }

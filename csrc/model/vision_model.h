@@ -1,4 +1,4 @@
-// The vision half of MiniCPM-V 2.6 loaded from its "mmproj" GGUF (spec §4, §5, §9): the SigLIP
+// The vision half of MiniCPM-V 2.6 loaded from its "mmproj" GGUF (docs/model.md §4, §5, §9): the SigLIP
 // encoder and the perceiver resampler. Immutable after loading, like Model.
 #pragma once
 
@@ -15,17 +15,17 @@ namespace minicpmv {
 class GgufFile;
 
 struct VisionConfig {
-    int32_t n_embd = 0;       // SigLIP width (1152)
-    int32_t n_ff = 0;         // SigLIP MLP width (4304)
-    int32_t n_head = 0;       // 16
-    int32_t head_dim = 0;     // n_embd / n_head (72)
-    int32_t n_layer = 0;      // 27
-    int32_t patch_size = 0;   // 14
-    int32_t image_size = 0;   // slicing scale resolution (448)
-    int32_t pos_side = 0;     // the position table is pos_side² rows (70 × 70)
-    float eps = 0.0f;         // LayerNorm epsilon
-    int32_t embed = 0;        // resampler width = LLM width (3584)
-    int32_t n_query = 0;      // resampler queries per slice (64)
+    int32_t n_embd = 0;           // SigLIP width (1152)
+    int32_t n_ff = 0;             // SigLIP MLP width (4304)
+    int32_t n_head = 0;           // 16
+    int32_t head_dim = 0;         // n_embd / n_head (72)
+    int32_t n_layer = 0;          // 27
+    int32_t patch_size = 0;       // 14
+    int32_t image_size = 0;       // slicing scale resolution (448)
+    int32_t pos_side = 0;         // the position table is pos_side² rows (70 × 70)
+    float eps = 0.0f;             // LayerNorm epsilon
+    int32_t embed = 0;            // resampler width = LLM width (3584)
+    int32_t n_query = 0;          // resampler queries per slice (64)
     int32_t resampler_heads = 0;  // embed / 128
 };
 
@@ -72,14 +72,15 @@ struct VisionWeights {
     ggml_tensor * attn_out_b;
     ggml_tensor * ln_post_w;
     ggml_tensor * ln_post_b;
-    ggml_tensor * proj;  // stored transposed: mul_mat(proj, x) = x @ proj
+    ggml_tensor * proj;         // stored transposed: mul_mat(proj, x) = x @ proj
     ggml_tensor * pos_embed_k;  // llama.cpp's 70×70 key-position table; unused (computed per grid)
 };
 
 class VisionModel {
   public:
     // Throws Error(io/bad_format) as Model does; `expected_embed` is the LLM width the resampler must match.
-    VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack, bool use_mmap);
+    VisionModel(const std::string & mmproj_path, ggml_backend_dev_t device, int32_t expected_embed, bool cpu_repack,
+                bool use_mmap);
     ~VisionModel();
 
     const VisionConfig & config() const { return config_; }

@@ -63,7 +63,8 @@ std::vector<uint64_t> Prompt::position_keys() const {
     for (const Span & s : spans) {
         const uint64_t base = images[s.image].key;
         for (int32_t i = 0; i < n_query; ++i) {
-            keys[s.begin + i] = (base * 1099511628211ULL) ^ ((static_cast<uint64_t>(s.slice) << 32) | static_cast<uint32_t>(i)) | 1;
+            keys[s.begin + i] =
+                (base * 1099511628211ULL) ^ ((static_cast<uint64_t>(s.slice) << 32) | static_cast<uint32_t>(i)) | 1;
         }
     }
     return keys;
@@ -90,7 +91,8 @@ Prompt chatml_prompt(const Tokenizer & tokenizer, const std::vector<ChatTurn> & 
 
     auto emit_image = [&](int32_t index) {
         if (index != next_image || index >= static_cast<int32_t>(images.size())) {
-            throw Error(ErrorCode::invalid_argument, "image " + std::to_string(index) + " is referenced out of order or does not exist");
+            throw Error(ErrorCode::invalid_argument,
+                        "image " + std::to_string(index) + " is referenced out of order or does not exist");
         }
         ++next_image;
         RgbImage & image = images[index];
@@ -141,13 +143,14 @@ Prompt chatml_prompt(const Tokenizer & tokenizer, const std::vector<ChatTurn> & 
             throw Error(ErrorCode::invalid_argument, "message " + std::to_string(i) + ": a system turn may only come first");
         }
         if (role != "system" && role != "user" && role != "assistant") {
-            throw Error(ErrorCode::invalid_argument, "message " + std::to_string(i) + ": unknown role '" + role +
-                                                         "' (expected user or assistant)");
+            throw Error(ErrorCode::invalid_argument,
+                        "message " + std::to_string(i) + ": unknown role '" + role + "' (expected user or assistant)");
         }
         emit_turn(role, turns[i].parts);
     }
     if (next_image != static_cast<int32_t>(images.size())) {
-        throw Error(ErrorCode::invalid_argument, std::to_string(images.size() - next_image) + " image(s) are not referenced by any message");
+        throw Error(ErrorCode::invalid_argument,
+                    std::to_string(images.size() - next_image) + " image(s) are not referenced by any message");
     }
     if (options.add_generation_prompt) {
         w.special(im_start);

@@ -1,4 +1,4 @@
-// The ChatML prompt of spec §7, as the checkpoint's (Qwen2) chat template renders it:
+// The ChatML prompt of docs/model.md §7, as the checkpoint's (Qwen2) chat template renders it:
 // <|im_start|>{role}\n{content}<|im_end|>\n per turn, a default system turn when the first turn is not
 // a system turn, and <|im_start|>assistant\n to open the reply. Images in a turn become their
 // placeholders (<image_id>k</image_id><image>…</image><slice>…</slice>…), whose embedding positions
@@ -25,7 +25,7 @@ struct ChatPart {
 };
 
 struct ChatTurn {
-    std::string role;  // "system" (first turn only), "user" or "assistant"
+    std::string role;             // "system" (first turn only), "user" or "assistant"
     std::vector<ChatPart> parts;  // joined with "\n", as HF chat() joins a content list
 };
 
@@ -37,9 +37,9 @@ struct PromptImage {
 
 struct PromptOptions {
     bool add_generation_prompt = true;
-    bool use_image_id = true;     // <image_id>k</image_id> before each image (HF default; off for video)
-    SlicingParams slicing;        // max_slice_nums etc.
-    int32_t n_query = 64;         // embedding positions per slice (the resampler's query count)
+    bool use_image_id = true;  // <image_id>k</image_id> before each image (HF default; off for video)
+    SlicingParams slicing;     // max_slice_nums etc.
+    int32_t n_query = 64;      // embedding positions per slice (the resampler's query count)
 };
 
 // The prompt: one token per position. Embedding positions hold the <unk> id, as HF's do before the

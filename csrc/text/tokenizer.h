@@ -1,4 +1,4 @@
-// The Qwen2 byte-level BPE tokenizer (spec §3), built from the GGUF tokenizer arrays (spec §9).
+// The Qwen2 byte-level BPE tokenizer (docs/model.md §3), built from the GGUF tokenizer arrays (docs/model.md §9).
 // Immutable after construction, so one instance can serve many threads.
 #pragma once
 
@@ -60,10 +60,10 @@ class Tokenizer {
     std::vector<std::string> texts_;  // as given
     std::vector<std::string> bytes_;  // what each token stands for, byte-to-unicode undone for BPE tokens
     StringIndex by_text_;
-    StringIndex by_bytes_;  // BPE tokens only
-    std::vector<Merge> merges_;  // open-addressing table keyed by Merge::pair
+    StringIndex by_bytes_;                 // BPE tokens only
+    std::vector<Merge> merges_;            // open-addressing table keyed by Merge::pair
     std::array<int32_t, 256> byte_ids_{};  // the single-byte token of each byte
-    std::vector<int32_t> specials_;  // control and user-defined ids, longest text first
+    std::vector<int32_t> specials_;        // control and user-defined ids, longest text first
     std::array<bool, 256> special_first_byte_{};
 };
 

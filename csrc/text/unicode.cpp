@@ -48,7 +48,8 @@ constexpr std::array<uint8_t, 128> ascii_classes() {
     return t;
 }
 
-template <typename Row, size_t N> const Row * find_range(const Row (&rows)[N], char32_t cp) {
+template <typename Row, size_t N>
+const Row * find_range(const Row (&rows)[N], char32_t cp) {
     const Row * it = std::upper_bound(rows, rows + N, cp, [](char32_t c, const Row & r) { return c < r.lo; });
     return it != rows && cp <= std::prev(it)->hi ? std::prev(it) : nullptr;
 }
@@ -61,9 +62,7 @@ uint8_t combining_class(char32_t cp) {
     return r ? r->value : 0;
 }
 
-bool quick_check_fails(char32_t cp) {
-    return cp >= kFirstCombining && find_range(kNfcQuickCheckRanges, cp) != nullptr;
-}
+bool quick_check_fails(char32_t cp) { return cp >= kFirstCombining && find_range(kNfcQuickCheckRanges, cp) != nullptr; }
 
 // UAX #15 quick check: true when the text is certainly in NFC already.
 bool is_nfc_quick(const std::u32string & cps) {
@@ -90,8 +89,8 @@ void decompose(char32_t cp, std::u32string & out) {
     }
     if (cp >= kDecompositions[0].cp) {
         const Decomposition * end = std::end(kDecompositions);
-        const Decomposition * d = std::lower_bound(std::begin(kDecompositions), end, cp,
-                                                   [](const Decomposition & r, char32_t c) { return r.cp < c; });
+        const Decomposition * d =
+            std::lower_bound(std::begin(kDecompositions), end, cp, [](const Decomposition & r, char32_t c) { return r.cp < c; });
         if (d != end && d->cp == cp) {
             decompose(d->first, out);
             if (d->second != 0) {
@@ -105,12 +104,11 @@ void decompose(char32_t cp, std::u32string & out) {
 
 // The primary composite of a starter and the character after it, or 0.
 char32_t compose(char32_t first, char32_t second) {
-    if (first >= kHangulL && first < kHangulL + kHangulLCount && second >= kHangulV &&
-        second < kHangulV + kHangulVCount) {
+    if (first >= kHangulL && first < kHangulL + kHangulLCount && second >= kHangulV && second < kHangulV + kHangulVCount) {
         return kHangulS + ((first - kHangulL) * kHangulVCount + (second - kHangulV)) * kHangulTCount;
     }
-    if (first >= kHangulS && first < kHangulS + kHangulSCount && (first - kHangulS) % kHangulTCount == 0 &&
-        second > kHangulT && second < kHangulT + kHangulTCount) {
+    if (first >= kHangulS && first < kHangulS + kHangulSCount && (first - kHangulS) % kHangulTCount == 0 && second > kHangulT &&
+        second < kHangulT + kHangulTCount) {
         return first + (second - kHangulT);
     }
     const Composition * end = std::end(kCompositions);
@@ -124,9 +122,8 @@ char32_t compose(char32_t first, char32_t second) {
 [[noreturn]] void invalid_utf8(std::string_view text, size_t offset) {
     char byte[8];
     std::snprintf(byte, sizeof(byte), "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(text[offset])));
-    throw Error(ErrorCode::invalid_argument,
-                "text is not valid UTF-8: bad sequence starting with byte " + std::string(byte) + " at offset " +
-                    std::to_string(offset));
+    throw Error(ErrorCode::invalid_argument, "text is not valid UTF-8: bad sequence starting with byte " + std::string(byte) +
+                                                 " at offset " + std::to_string(offset));
 }
 
 }  // namespace
@@ -140,35 +137,57 @@ uint8_t codepoint_class(char32_t cp) {
     return r ? r->value : 0;
 }
 
+namespace {
+
+// The UTF-8 sequence at s[i]: true with its length and code point when well formed (no overlong
+// forms, surrogates or values past U+10FFFF); false with the length of its maximal subpart (the
+// longest prefix that could still begin a valid sequence, at least 1), Unicode's unit of replacement.
+bool next_sequence(const unsigned char * s, size_t i, size_t n, size_t & length, char32_t & cp) {
+    const unsigned char b = s[i];
+    length = 1;
+    cp = b;
+    if (b < 0x80) return true;
+    const size_t len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    if (len == 0) return false;
+    // The second byte's range excludes overlong forms (E0, F0), surrogates (ED) and > U+10FFFF (F4).
+    const unsigned char lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
+    const unsigned char hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
+    cp = b & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+        if (i + k >= n) return false;
+        const unsigned char c = s[i + k];
+        if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) return false;
+        cp = (cp << 6) | (c & 0x3F);
+        length = k + 1;
+    }
+    return true;
+}
+
+}  // namespace
+
 std::u32string utf8_to_codepoints(std::string_view text) {
     std::u32string out;
     out.reserve(text.size());
     const auto * s = reinterpret_cast<const unsigned char *>(text.data());
-    const size_t n = text.size();
-    for (size_t i = 0; i < n;) {
-        const unsigned char b = s[i];
-        if (b < 0x80) {
-            out.push_back(b);
-            ++i;
-            continue;
-        }
-        const size_t len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 0;
-        if (len == 0 || b > 0xF4 || i + len > n) {
-            invalid_utf8(text, i);
-        }
-        char32_t cp = b & (0x7F >> len);
-        for (size_t k = 1; k < len; ++k) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                invalid_utf8(text, i);
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        const char32_t min_for_len = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-        if (cp < min_for_len || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) {
-            invalid_utf8(text, i);
-        }
+    for (size_t i = 0, length = 0; i < text.size(); i += length) {
+        char32_t cp;
+        if (!next_sequence(s, i, text.size(), length, cp)) invalid_utf8(text, i);
         out.push_back(cp);
-        i += len;
+    }
+    return out;
+}
+
+std::string utf8_replace_invalid(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    const auto * s = reinterpret_cast<const unsigned char *>(text.data());
+    for (size_t i = 0, length = 0; i < text.size(); i += length) {
+        char32_t cp;
+        if (next_sequence(s, i, text.size(), length, cp)) {
+            out.append(text.substr(i, length));
+        } else {
+            out += "\xEF\xBF\xBD";  // U+FFFD
+        }
     }
     return out;
 }

@@ -1,5 +1,6 @@
 """minicpmv: a native (ggml) runtime for MiniCPM-V 2.6 with an HF-style ``chat()``."""
 
+from . import _logging, video  # noqa: F401 (_logging installs the bridge to the logging module)
 from ._core import (
     CancelledError,
     ContextFullError,
@@ -9,7 +10,6 @@ from ._core import (
     ModelFormatError,
     UnsupportedError,
 )
-from . import _logging, video
 from .model import Conversation, Model
 
 __all__ = [

@@ -1,8 +1,8 @@
 """``minicpmv``: the command line.
 
-    minicpmv chat -m ggml-model-Q4_K_M.gguf "Write a haiku about GGUF"
-    minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --image cat.jpg "What is this?"
-    minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --video clip.mp4 "Describe the video."
+minicpmv chat -m ggml-model-Q4_K_M.gguf "Write a haiku about GGUF"
+minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --image cat.jpg "What is this?"
+minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --video clip.mp4 "Describe the video."
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from .model import _GENERATE, _MODEL, _SESSION, Model
 
 
 def _chat(args: argparse.Namespace) -> int:
-    model = Model(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
-                  use_mmap=not args.no_mmap)
+    model = Model(
+        args.model,
+        mmproj_path=args.mmproj,
+        n_ctx=args.ctx_size,
+        n_threads=args.threads,
+        device=args.device,
+        use_mmap=not args.no_mmap,
+    )
     content = [Path(p) for p in args.image]
     if args.video:
         # Frames at 1 frame/s; the core lays them out as the model card's video chat does.
@@ -56,12 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
     chat.add_argument("--video", default=None, help="a video file: sampled at 1 frame/s (PyAV)")
     chat.add_argument("--max-frames", type=int, default=64)
-    chat.add_argument("--max-slice-nums", type=int, default=None, help=f"slices per image (default {_core.default_slice_nums()}, video 2)")
+    chat.add_argument(
+        "--max-slice-nums",
+        type=int,
+        default=None,
+        help=f"slices per image (default {_core.default_slice_nums()}, video 2)",
+    )
     chat.add_argument("-n", "--max-new-tokens", type=int, default=_GENERATE.max_new_tokens)
     chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION.n_ctx)
     chat.add_argument("-t", "--threads", type=int, default=None)
     chat.add_argument("--device", default=_MODEL.device)
-    chat.add_argument("--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)")
+    chat.add_argument(
+        "--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)"
+    )
     chat.add_argument("--system-prompt", default="")
     chat.add_argument("--temperature", type=float, default=_GENERATE.sampling.temperature)
     chat.add_argument("--top-p", type=float, default=_GENERATE.sampling.top_p)

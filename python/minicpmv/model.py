@@ -12,13 +12,11 @@ import os
 import pathlib
 import queue
 import threading
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from . import _core
-
-
 
 _MODEL = _core.ModelParams()
 _SESSION = _core.SessionParams()
@@ -62,14 +60,18 @@ def _image_from_url(url, where: str):
     """An OpenAI ``image_url``: a ``data:image/...;base64,`` URL or a local path / ``file://`` URL.
     Remote URLs are refused: the library never reaches the network on a message's behalf."""
     if not isinstance(url, str):
-        raise _core.InvalidArgumentError(f"{where}: image_url must be a string or {{'url': str}}, got {type(url).__name__}")
+        raise _core.InvalidArgumentError(
+            f"{where}: image_url must be a string or {{'url': str}}, got {type(url).__name__}"
+        )
     if url.startswith("data:"):
         header, comma, payload = url[5:].partition(",")
         if not comma or not header.endswith(";base64"):
             raise _core.InvalidArgumentError(f"{where}: a data URL must be 'data:image/<type>;base64,<data>'")
         media_type = header[: -len(";base64")]
         if not media_type.startswith("image/"):
-            raise _core.InvalidArgumentError(f"{where}: the data URL holds {media_type or 'no media type'}, not an image")
+            raise _core.InvalidArgumentError(
+                f"{where}: the data URL holds {media_type or 'no media type'}, not an image"
+            )
         try:
             data = base64.b64decode(payload, validate=True)
         except binascii.Error as exc:
@@ -101,7 +103,9 @@ def _content_part(part, where: str):
             if key in part:
                 return _as_rgb(part[key], where) if key == "image" else _image_from_url(os.fspath(part[key]), where)
         raise _core.InvalidArgumentError(f"{where}: an image part needs 'image', 'url' or 'path'")
-    raise _core.InvalidArgumentError(f"{where}: unknown content part type {kind!r} (expected 'text', 'image_url', 'image' or 'video')")
+    raise _core.InvalidArgumentError(
+        f"{where}: unknown content part type {kind!r} (expected 'text', 'image_url', 'image' or 'video')"
+    )
 
 
 def _turns_from_msgs(msgs, image, system_prompt: str) -> tuple[list[tuple[str, list]], bool]:
@@ -166,7 +170,9 @@ def _video_frames(frames, where: str) -> list:
         except (OSError, ValueError) as exc:
             raise _core.InvalidArgumentError(f"{where}: not a readable video ({exc})") from None
     if not isinstance(frames, (list, tuple)) or not frames:
-        raise _core.InvalidArgumentError(f"{where}: a video part needs 'video': a file path or a non-empty list of frames")
+        raise _core.InvalidArgumentError(
+            f"{where}: a video part needs 'video': a file path or a non-empty list of frames"
+        )
     return [_as_rgb(frame, f"{where} frame {k}") for k, frame in enumerate(frames)]
 
 
@@ -306,13 +312,17 @@ class Conversation:
             raise _core.UnsupportedError("min_new_tokens is not supported (only 0, HF's default)")
         params = _generate_params(sampling, max_new_tokens, kwargs)
         if stream and params.beam_search and params.beam.num_beams > 1:
-            raise _core.InvalidArgumentError("stream=True cannot be used with beam search: use sampling=True or num_beams=1")
+            raise _core.InvalidArgumentError(
+                "stream=True cannot be used with beam search: use sampling=True or num_beams=1"
+            )
         turns, video = _turns_from_msgs(msgs, image, system_prompt)
         options = _chat_options(max_slice_nums, use_image_id)
         if max_inp_length is not None:
             n_prompt = len(self.model._model.chat_prompt(turns, options, video))
             if n_prompt > max_inp_length:
-                raise _core.InvalidArgumentError(f"the prompt has {n_prompt} tokens, more than max_inp_length={max_inp_length}")
+                raise _core.InvalidArgumentError(
+                    f"the prompt has {n_prompt} tokens, more than max_inp_length={max_inp_length}"
+                )
         if not stream:
             with self._lock:
                 self._conversation.set_messages(turns, video)
@@ -328,7 +338,9 @@ class Conversation:
         unknown = sorted(set(kwargs) - _CHAT_OPTIONS - {"max_new_tokens"})
         if unknown:
             raise _core.InvalidArgumentError(f"unknown generate() argument(s): {', '.join(unknown)}")
-        params = _generate_params(sampling, kwargs.pop("max_new_tokens", _GENERATE.max_new_tokens), {"seed": 0, **kwargs})
+        params = _generate_params(
+            sampling, kwargs.pop("max_new_tokens", _GENERATE.max_new_tokens), {"seed": 0, **kwargs}
+        )
         with self._lock:
             return self._session.generate(_core.Prompt(list(prompt)), params)
 
@@ -428,7 +440,9 @@ class Model:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._model.tokenizer.decode(list(ids))
 
-    def chat_prompt(self, msgs, system_prompt: str = "", image=None, max_slice_nums=None, use_image_id=None) -> list[int]:
+    def chat_prompt(
+        self, msgs, system_prompt: str = "", image=None, max_slice_nums=None, use_image_id=None
+    ) -> list[int]:
         """The prompt ids chat() would evaluate for ``msgs`` (ChatML, docs/model.md §7); image
         embedding positions hold the <unk> id, as in HF."""
         turns, video = _turns_from_msgs(msgs, image, system_prompt)

@@ -1,4 +1,4 @@
-"""Video frames for chat(), sampled as the model card's encode_video does (spec §7): one frame per
+"""Video frames for chat(), sampled as the model card's encode_video does (docs/model.md §7): one frame per
 second (a step of round(average_fps / fps) frames), uniformly thinned to at most ``max_frames`` by
 taking index ``int(i·gap + gap/2)``.
 

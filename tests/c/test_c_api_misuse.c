@@ -27,8 +27,8 @@ static void expect(minicpmv_status got, minicpmv_status want, const char * needl
     char detail[1024];
     const char * msg = minicpmv_last_error();
     const int ok = got == want && msg != NULL && (want == MINICPMV_OK ? msg[0] == '\0' : strstr(msg, needle) != NULL);
-    snprintf(detail, sizeof detail, "status %d (%s), wanted %d (%s); message \"%s\", wanted \"%s\"", (int) got,
-             minicpmv_status_string(got), (int) want, minicpmv_status_string(want), msg ? msg : "(null)", needle);
+    snprintf(detail, sizeof detail, "status %d (%s), wanted %d (%s); message \"%s\", wanted \"%s\"", (int)got,
+             minicpmv_status_string(got), (int)want, minicpmv_status_string(want), msg ? msg : "(null)", needle);
     check(ok, name, detail);
     if (ok && want != MINICPMV_OK) printf("   message: %s\n", msg);
 }
@@ -36,16 +36,16 @@ static void expect(minicpmv_status got, minicpmv_status want, const char * needl
 struct callback_state {
     minicpmv_session * session;
     int calls;
-    int stop_after;           /* return false at this call (0: never) */
-    volatile int * set_flag;  /* set *set_flag = 1 at the first call */
+    int stop_after;            /* return false at this call (0: never) */
+    volatile int * set_flag;   /* set *set_flag = 1 at the first call */
     minicpmv_status reentrant; /* what a call on the session from inside the callback returned */
     int free_refused;          /* whether freeing the session from inside the callback was refused */
 };
 
 static bool on_piece(const char * piece, size_t len, void * user_data) {
-    struct callback_state * st = (struct callback_state *) user_data;
-    (void) piece;
-    (void) len;
+    struct callback_state * st = (struct callback_state *)user_data;
+    (void)piece;
+    (void)len;
     ++st->calls;
     if (st->session != NULL && st->calls == 1) {
         st->reentrant = minicpmv_session_add_text(st->session, "again");
@@ -57,8 +57,8 @@ static bool on_piece(const char * piece, size_t len, void * user_data) {
 }
 
 int main(int argc, char ** argv) {
-    minicpmv_model * model = NULL, * text_model = NULL;
-    minicpmv_session * s = NULL, * freed = NULL;
+    minicpmv_model *model = NULL, *text_model = NULL;
+    minicpmv_session *s = NULL, *freed = NULL;
     minicpmv_model_params mp = minicpmv_model_default_params();
     minicpmv_session_params sp = minicpmv_session_default_params();
     minicpmv_generate_params gp = minicpmv_generate_default_params();
@@ -72,7 +72,7 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "usage: test_c_api_misuse LLM.gguf MMPROJ.gguf\n");
         return 100;
     }
-    for (i = 0; i < (int) sizeof pixels; ++i) pixels[i] = (uint8_t) (i * 7);
+    for (i = 0; i < (int)sizeof pixels; ++i) pixels[i] = (uint8_t)(i * 7);
 
     /* --- defaults, statuses, devices --- */
     check(strcmp(mp.device, "auto") == 0, "model defaults: device auto", mp.device);
@@ -84,7 +84,7 @@ int main(int argc, char ** argv) {
               gp.max_slice_nums == 0 && gp.use_image_id == -1 && gp.cancel == NULL,
           "generate defaults = HF chat(sampling=True) / chat(sampling=False)", NULL);
     check(strcmp(minicpmv_status_string(MINICPMV_ERR_INVALID_HANDLE), "invalid handle") == 0 &&
-              strcmp(minicpmv_status_string((minicpmv_status) 1234), "unknown status") == 0,
+              strcmp(minicpmv_status_string((minicpmv_status)1234), "unknown status") == 0,
           "status strings", NULL);
     check(minicpmv_device_count() >= 1 && minicpmv_device_name(0) != NULL && minicpmv_device_name(-1) == NULL &&
               minicpmv_device_name(minicpmv_device_count()) == NULL,
@@ -99,8 +99,8 @@ int main(int argc, char ** argv) {
     check(model == NULL, "load: *out is NULL after a failure", NULL);
     expect(minicpmv_model_load(argv[2], NULL, NULL, &model), MINICPMV_ERR_BAD_FORMAT, "", "load: mmproj given as the LLM");
     mp.device = "nosuchdevice";
-    expect(minicpmv_model_load(argv[1], argv[2], &mp, &model), MINICPMV_ERR_UNSUPPORTED, "available: ",
-           "load: unknown device names the available ones");
+    expect(minicpmv_model_load(argv[1], argv[2], &mp, &model), MINICPMV_ERR_UNSUPPORTED,
+           "available: ", "load: unknown device names the available ones");
     mp.device = "metal";
     expect(minicpmv_model_load(argv[1], argv[2], &mp, &model), MINICPMV_ERR_UNSUPPORTED, "'metal' is not available",
            "load: backend not built in");
@@ -113,10 +113,10 @@ int main(int argc, char ** argv) {
     /* --- handles --- */
     expect(minicpmv_session_new(NULL, NULL, &s), MINICPMV_ERR_INVALID_HANDLE, "model is NULL", "session_new: NULL model");
     expect(minicpmv_session_add_text(NULL, "hi"), MINICPMV_ERR_INVALID_HANDLE, "session is NULL", "add_text: NULL session");
-    expect(minicpmv_session_new((const minicpmv_model *) pixels, NULL, &s), MINICPMV_ERR_INVALID_HANDLE, "not a live model",
+    expect(minicpmv_session_new((const minicpmv_model *)pixels, NULL, &s), MINICPMV_ERR_INVALID_HANDLE, "not a live model",
            "session_new: a pointer that is no handle");
     expect(minicpmv_session_new(model, NULL, &freed), MINICPMV_OK, "", "session_new: defaults");
-    expect(minicpmv_session_add_text((minicpmv_session *) model, "hi"), MINICPMV_ERR_INVALID_HANDLE,
+    expect(minicpmv_session_add_text((minicpmv_session *)model, "hi"), MINICPMV_ERR_INVALID_HANDLE,
            "a model handle was passed as a session", "add_text: model handle as session");
     minicpmv_session_free(freed);
     check(minicpmv_last_error()[0] == '\0', "session_free: clears the message", minicpmv_last_error());
@@ -137,7 +137,7 @@ int main(int argc, char ** argv) {
     sp.n_threads = -2;
     expect(minicpmv_session_new(model, &sp, &s), MINICPMV_ERR_INVALID_ARGUMENT, "n_threads", "session_new: negative threads");
     sp = minicpmv_session_default_params();
-    sp.kv_type = (minicpmv_kv_type) 7;
+    sp.kv_type = (minicpmv_kv_type)7;
     expect(minicpmv_session_new(model, &sp, &s), MINICPMV_ERR_INVALID_ARGUMENT, "kv_type", "session_new: unknown kv type");
     check(s == NULL, "session_new: *out is NULL after a failure", NULL);
     sp = minicpmv_session_default_params();
@@ -175,7 +175,8 @@ int main(int argc, char ** argv) {
            "add_image: buffer too small");
     img.stride = 80; /* padded rows: the last row needs only 60 bytes */
     img.size = 15 * 80 + 59;
-    expect(minicpmv_session_add_image(s, &img), MINICPMV_ERR_INVALID_ARGUMENT, "needs 1260 bytes", "add_image: padded, too small");
+    expect(minicpmv_session_add_image(s, &img), MINICPMV_ERR_INVALID_ARGUMENT, "needs 1260 bytes",
+           "add_image: padded, too small");
     img.width = 1 << 25;
     img.height = 1;
     img.stride = 0;
@@ -247,8 +248,8 @@ int main(int argc, char ** argv) {
               "cancel flag: stops after the current token", NULL);
         check(cs.reentrant == MINICPMV_ERR_STATE, "callback calling its session gets MINICPMV_ERR_STATE (busy)", NULL);
         check(cs.free_refused && minicpmv_session_n_turns(s) == 2, "callback freeing its session is refused", NULL);
-        check(minicpmv_session_n_turns(s) == 2 && strlen(minicpmv_session_reply(s)) > 0,
-              "cancelled reply is kept as a turn", minicpmv_session_reply(s));
+        check(minicpmv_session_n_turns(s) == 2 && strlen(minicpmv_session_reply(s)) > 0, "cancelled reply is kept as a turn",
+              minicpmv_session_reply(s));
     }
     {
         struct callback_state cs;

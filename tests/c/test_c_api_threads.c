@@ -30,7 +30,7 @@ typedef struct job {
 static unsigned char g_pixels[48 * 64 * 3];
 
 static void * run(void * arg) {
-    job * j = (job *) arg;
+    job * j = (job *)arg;
     minicpmv_session * s = NULL;
     minicpmv_session_params sp = minicpmv_session_default_params();
     minicpmv_generate_params gp = minicpmv_generate_default_params();
@@ -86,7 +86,7 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "usage: test_c_api_threads MODEL.gguf MMPROJ.gguf\n");
         return 2;
     }
-    for (i = 0; i < sizeof g_pixels; ++i) g_pixels[i] = (unsigned char) ((i * 7919u) >> 3);
+    for (i = 0; i < sizeof g_pixels; ++i) g_pixels[i] = (unsigned char)((i * 7919u) >> 3);
     if (minicpmv_model_load(argv[1], argv[2], NULL, &model) != MINICPMV_OK) {
         fprintf(stderr, "model_load: %s\n", minicpmv_last_error());
         return 1;
@@ -103,7 +103,8 @@ int main(int argc, char ** argv) {
     for (k = 0; k < 2; ++k) {
         for (t = 0; t < N_TURNS; ++t) {
             printf("%c%d: %s\n", 'A' + k, t + 1, par[k].replies[t]);
-            if (seq[k].failed || par[k].failed || strcmp(seq[k].replies[t], par[k].replies[t]) != 0 || par[k].replies[t][0] == '\0') {
+            if (seq[k].failed || par[k].failed || strcmp(seq[k].replies[t], par[k].replies[t]) != 0 ||
+                par[k].replies[t][0] == '\0') {
                 printf("differs from the sequential run: %s\n", seq[k].replies[t]);
                 same = 0;
             }

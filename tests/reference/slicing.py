@@ -1,4 +1,4 @@
-"""Spec §6 read straight from its text: HF MiniCPM-V's slicing plan, independent of the C++ code."""
+"""docs/model.md §6 read straight from its text: HF MiniCPM-V's slicing plan, independent of the C++ code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HF MiniCPM-V 2.6 chat() as a reference pipeline, written from spec §6–§7 and the published code's
+"""HF MiniCPM-V 2.6 chat() as a reference pipeline, written from docs/model.md §6–§7 and the published code's
 behaviour: Pillow slicing, the "(<image>./</image>)" placeholders expanded by the processor, the chat
 template run by transformers' tokenizer, and inputs_embeds with the resampler outputs written between
 <image>/<slice> markers. Shares no code with the runtime."""
@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reference import reference_vision_embeddings
-from reference_slicing import reference_plan
+from .models import reference_vision_embeddings
+from .slicing import reference_plan
 
 N_QUERY = 64
 

@@ -1,5 +1,5 @@
 """Independent references for tests: the checkpoint's LLM as transformers' Qwen2, its vision encoder as
-transformers' Idefics2 vision tower, its resampler written here from spec §5, its tokenizer, and a
+transformers' Idefics2 vision tower, its resampler written here from docs/model.md §5, its tokenizer, and a
 GGUF reader built on ggml's own parser.
 
 They read the files directly (safetensors + transformers; ggml's C GGUF parser, the one llama.cpp
@@ -75,7 +75,7 @@ def load_hf_tokenizer(ckpt_dir: str | Path):
 
 
 def navit_position_ids(tgt_size: torch.Tensor, side: int = 70) -> torch.Tensor:
-    """Position-table row of each patch of one slice, row-major (spec §4), as MiniCPM-V's
+    """Position-table row of each patch of one slice, row-major (docs/model.md §4), as MiniCPM-V's
     SiglipVisionEmbeddings computes it from ``tgt_sizes[i]``: one row of an **int32** tensor, so that
     ``1 / nb_patches`` is a float32 tensor, the step arange reads.
 
@@ -84,7 +84,9 @@ def navit_position_ids(tgt_size: torch.Tensor, side: int = 70) -> torch.Tensor:
     buckets elsewhere (n = 25, 49, 50, 55, …).
     """
     if tgt_size.dtype != torch.int32 or tgt_size.shape != (2,):
-        raise TypeError(f"tgt_size must be a row of an int32 tgt_sizes tensor, got {tgt_size.dtype} {tuple(tgt_size.shape)}")
+        raise TypeError(
+            f"tgt_size must be a row of an int32 tgt_sizes tensor, got {tgt_size.dtype} {tuple(tgt_size.shape)}"
+        )
     nb_patches_h, nb_patches_w = tgt_size[0], tgt_size[1]
     boundaries = torch.arange(1 / side, 1.0, 1 / side)
     fractional_coords_h = torch.arange(0, 1 - 1e-6, 1 / nb_patches_h)
@@ -101,7 +103,7 @@ def tgt_sizes_of(grids: list[tuple[int, int]]) -> torch.Tensor:
 
 
 class NavitEmbeddings(torch.nn.Module):
-    """SigLIP-NaViT patch and position embeddings (spec §4 steps 2, 3), with the checkpoint's names,
+    """SigLIP-NaViT patch and position embeddings (docs/model.md §4 steps 2, 3), with the checkpoint's names,
     taking ``tgt_sizes`` as MiniCPM-V's SiglipVisionEmbeddings does.
 
     Stands in for Idefics2VisionEmbeddings (same weights) for its position ids only.
@@ -129,12 +131,14 @@ def vision_tower(vpm, pixel_values, patch_attention_mask, tgt_sizes) -> torch.Te
 
     hidden = vpm.embeddings(pixel_values, patch_attention_mask, tgt_sizes)
     mask = patch_attention_mask.view(pixel_values.shape[0], -1)
-    mask = None if mask.all() else create_bidirectional_mask(config=vpm.config, inputs_embeds=hidden, attention_mask=mask)
+    mask = (
+        None if mask.all() else create_bidirectional_mask(config=vpm.config, inputs_embeds=hidden, attention_mask=mask)
+    )
     return vpm.post_layernorm(vpm.encoder(inputs_embeds=hidden, attention_mask=mask).last_hidden_state)
 
 
 def sincos_2d_reference(embed: int, size) -> np.ndarray:
-    """The resampler's key position table [rows, cols, embed] (spec §5) as MiniCPM-V's
+    """The resampler's key position table [rows, cols, embed] (docs/model.md §5) as MiniCPM-V's
     get_2d_sincos_pos_embed computes it: numpy float32 at every step. ``size`` is (rows, cols), where
     the resampler passes its ``max_size`` (ints, or int32 tensors once grown).
 
@@ -153,7 +157,7 @@ def sincos_2d_reference(embed: int, size) -> np.ndarray:
 
 
 class Resampler(torch.nn.Module):
-    """MiniCPM-V 2.6's perceiver resampler (spec §5), with the checkpoint's parameter names, batched as
+    """MiniCPM-V 2.6's perceiver resampler (docs/model.md §5), with the checkpoint's parameter names, batched as
     HF runs it: keys of padded patches masked, positions from a table cached at ``max_size`` (70×70)
     and grown to the largest tgt_sizes seen."""
 
@@ -251,7 +255,7 @@ def reference_vision_embeddings(vpm, resampler, slices: list[np.ndarray]) -> lis
         height, width = image.shape[:2]
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or height % patch or width % patch:
             raise ValueError(f"expected H×W×3 uint8 with sides multiples of {patch}, got {image.shape} {image.dtype}")
-        # Spec §4 step 1 as HF's processor: astype(float32) / 255, then (x − 0.5) / 0.5 in float32.
+        # docs/model.md §4 step 1 as HF's processor: astype(float32) / 255, then (x − 0.5) / 0.5 in float32.
         pixels = (image.astype(np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)
         by_patch = reshape_by_patch(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), patch)
         flat.append(by_patch.flatten(end_dim=1).permute(1, 0))  # [L·patch, 3·patch]
@@ -266,10 +270,12 @@ def reference_vision_embeddings(vpm, resampler, slices: list[np.ndarray]) -> lis
         patch_attn_mask[i, 0, : tgt_sizes[i][0] * tgt_sizes[i][1]] = True
     with torch.no_grad():
         step = vpm.vision_batch_size
-        hidden = torch.cat([
-            vision_tower(vpm, pixel_values[i : i + step], patch_attn_mask[i : i + step], tgt_sizes[i : i + step])
-            for i in range(0, B, step)
-        ])
+        hidden = torch.cat(
+            [
+                vision_tower(vpm, pixel_values[i : i + step], patch_attn_mask[i : i + step], tgt_sizes[i : i + step])
+                for i in range(0, B, step)
+            ]
+        )
         return list(resampler(hidden, tgt_sizes).numpy())
 
 
