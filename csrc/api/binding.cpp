@@ -612,6 +612,9 @@ void bind_testing(py::module_ t) {
         py::arg("px"), py::arg("py"), py::arg("embed"));
 
     t.def(
+        "utf8_replace_invalid", [](const py::bytes & text) { return py::bytes(utf8_replace_invalid(std::string(text))); },
+        py::arg("text"));
+    t.def(
         "int8_matmul",
         [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x) -> py::object {
             if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
