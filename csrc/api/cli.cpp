@@ -2,9 +2,8 @@
 //   minicpmv-cli -m model.gguf [-p PROMPT] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]
 //                [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]
 #include "core/error.h"
-#include "generate/session.h"
+#include "generate/conversation.h"
 #include "model/model.h"
-#include "text/chat_template.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -78,10 +77,9 @@ int main(int argc, char ** argv) {
         ModelParams mp = default_model_params();
         mp.device = device;
         Model model(model_path, "", mp);
-        Session session(model, sp);
-        PromptOptions options;
-        const Prompt ids = chatml_prompt(model.tokenizer(), {{"user", {{prompt, -1}}}}, {}, options);
-        session.generate(ids, gen, [](const std::string & piece) {
+        Conversation conversation(model, sp);
+        conversation.add_text(prompt);
+        conversation.generate(gen, default_chat_options(), [](const std::string & piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
             return true;
