@@ -11,19 +11,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import _core, video
+from . import _core, hub, video
+from .info import describe
 from .model import _GENERATE, _MODEL, _SESSION, Model
 
 
+def _load(args: argparse.Namespace) -> Model:
+    """-m/--mmproj files, or a model by name from the hub (--hf-repo/--hf-file; by default the
+    published Q4_K_M pair)."""
+    options = dict(n_ctx=args.ctx_size, n_threads=args.threads, device=args.device, use_mmap=not args.no_mmap)
+    if args.model:
+        return Model(args.model, mmproj_path=args.mmproj, **options)
+    return Model.from_pretrained(args.hf_repo, args.hf_file, mmproj_filename=args.hf_mmproj, **options)
+
+
 def _chat(args: argparse.Namespace) -> int:
-    model = Model(
-        args.model,
-        mmproj_path=args.mmproj,
-        n_ctx=args.ctx_size,
-        n_threads=args.threads,
-        device=args.device,
-        use_mmap=not args.no_mmap,
-    )
+    model = _load(args)
     content = [Path(p) for p in args.image]
     if args.video:
         # Frames at 1 frame/s; the core lays them out as the model card's video chat does.
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="answer one prompt (streams the reply)")
     chat.add_argument("prompt")
-    chat.add_argument("-m", "--model", required=True, help="the LLM GGUF (ggml-model-<TYPE>.gguf)")
+    chat.add_argument("-m", "--model", help="the LLM GGUF (ggml-model-<TYPE>.gguf); without it, a model from the hub")
+    chat.add_argument("--hf-repo", default=None, help=f"hub repository (default {hub.DEFAULT_REPO})")
+    chat.add_argument("--hf-file", default=None, help=f"LLM file in it (default {hub.DEFAULT_FILE})")
+    chat.add_argument("--hf-mmproj", default=None, help="vision file in it (default: its mmproj*.gguf)")
     chat.add_argument("--mmproj", default=None, help="the vision GGUF (mmproj-model-f16.gguf), for images and video")
     chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
     chat.add_argument("--video", default=None, help="a video file: sampled at 1 frame/s (PyAV)")
@@ -85,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--beam-search", action="store_true", help="HF chat(sampling=False): beam search")
     mode.add_argument("--greedy", action="store_true", help="plain greedy decoding")
     chat.add_argument("--num-beams", type=int, default=_GENERATE.beam.num_beams)
+    info = sub.add_parser("info", help="what a GGUF file holds and what it pairs with")
+    info.add_argument("files", nargs="+", metavar="FILE.gguf")
     args = parser.parse_args(argv)
     try:
+        if args.command == "info":
+            print("\n".join(describe(path) for path in args.files))
+            return 0
+        if args.model is None and args.mmproj is not None:
+            parser.error("--mmproj needs -m (a hub model finds its own vision file)")
         return _chat(args)
     except (_core.MinicpmvError, OSError, ValueError) as exc:
         print(f"minicpmv: error: {exc}", file=sys.stderr)

@@ -418,6 +418,28 @@ class Model:
         self._model = _core.Model(self.model_path, self.mmproj_path or "", params)
         self._default = Conversation(self, session)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id: str | None = None,
+        filename: str | None = None,
+        mmproj_filename: str | None = None,
+        vision: bool = True,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **model_args,
+    ) -> Model:
+        """A model by name from the Hugging Face hub, downloaded once into its cache (minicpmv.hub):
+        ``Model.from_pretrained("openbmb/MiniCPM-V-2_6-gguf", "ggml-model-Q4_K_M.gguf")``, which is
+        also the default. The vision file is the repository's mmproj*.gguf unless named, or none
+        with ``vision=False``; other arguments go to ``Model()``."""
+        from . import hub
+
+        llm, mmproj = hub.download(
+            repo_id or hub.DEFAULT_REPO, filename or hub.DEFAULT_FILE, mmproj_filename, vision, revision, cache_dir
+        )
+        return cls(llm, mmproj_path=mmproj, **model_args)
+
     def conversation(self, eval_callback=None, eval_names: Sequence[str] = (), **session_args) -> Conversation:
         """A new conversation with its own KV cache; arguments (n_ctx, n_batch, n_threads,
         kv_cache_type) default to the model's.
