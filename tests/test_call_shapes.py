@@ -147,3 +147,19 @@ def test_bad_parts_are_named(model, part, error, match):
 def test_content_that_is_neither_text_nor_a_list_is_refused(model, content):
     with pytest.raises(minicpmv.InvalidArgumentError, match="content must be a string or a list"):
         model.chat([{"role": "user", "content": content}], max_new_tokens=1)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("temperature", "hot"), ("top_k", 2.5), ("num_beams", "3"), ("seed", "x"), ("seed", -1), ("seed", 2**70)],
+)
+def test_generation_options_of_the_wrong_type_are_named(model, name, value):
+    sampling = name != "num_beams"
+    with pytest.raises(minicpmv.InvalidArgumentError, match=name):
+        model.chat([{"role": "user", "content": "Hi"}], sampling=sampling, max_new_tokens=1, **{name: value})
+
+
+def test_none_options_take_the_defaults(model):
+    msgs = [{"role": "user", "content": "Hi"}]
+    expected = model.chat(msgs, seed=3, max_new_tokens=4)
+    assert model.chat(msgs, seed=3, max_new_tokens=4, temperature=None, repetition_penalty=None, top_p=None) == expected

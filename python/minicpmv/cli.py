@@ -8,6 +8,7 @@ minicpmv chat -m ggml-model-Q4_K_M.gguf --mmproj mmproj-model-f16.gguf --video c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,16 +26,9 @@ def _load(args: argparse.Namespace) -> Model:
     return Model.from_pretrained(args.hf_repo, args.hf_file, mmproj_filename=args.hf_mmproj, **options)
 
 
-def _chat(args: argparse.Namespace) -> int:
-    model = _load(args)
-    content = [Path(p) for p in args.image]
-    if args.video:
-        # Frames at 1 frame/s; the core lays them out as the model card's video chat does.
-        content.append({"type": "video", "video": video.load_frames(args.video, max_frames=args.max_frames)})
-    msgs = [{"role": "user", "content": content + [args.prompt]}]
-    sampling = not args.beam_search and not args.greedy
-    options = dict(
-        sampling=sampling,
+def _options(args: argparse.Namespace) -> dict:
+    return dict(
+        sampling=not args.beam_search and not args.greedy,
         max_new_tokens=args.max_new_tokens,
         system_prompt=args.system_prompt,
         temperature=args.temperature,
@@ -45,21 +39,139 @@ def _chat(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_slice_nums=args.max_slice_nums,
     )
-    if sampling or args.greedy:
-        for piece in model.chat(msgs, stream=True, **options):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    else:
-        print(model.chat(msgs, **options))
-    return 0
+
+
+def _attachments(args: argparse.Namespace) -> list:
+    content = [Path(p) for p in args.image]
+    if args.video:
+        # Frames at 1 frame/s; the core lays them out as the model card's video chat does.
+        content.append({"type": "video", "video": video.load_frames(args.video, max_frames=args.max_frames)})
+    return content
+
+
+def _chat(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if args.prompt is None:
+        return interactive(model, _options(args), _attachments(args))
+    reply = _ask(model, [{"role": "user", "content": [*_attachments(args), args.prompt]}], _options(args))
+    return 0 if reply is not None else 2
+
+
+HELP = """/image PATH  attach an image to the next question     /reset      start a new conversation
+/save FILE   write the conversation as JSON (msgs)      /quit       leave (or Ctrl-D)
+Ctrl-C stops an answer; the conversation goes on."""
+
+
+def interactive(model: Model, options: dict, attachments: list) -> int:
+    """A multi-turn chat on standard input: answers stream as they come, Ctrl-C stops one (its part so
+    far stays in the conversation), lines are edited with readline and kept in its history."""
+    try:
+        import readline  # noqa: F401 (line editing and history for input())
+    except ImportError:
+        pass
+    tty = sys.stdin.isatty()
+    if tty:
+        print(f"minicpmv chat: {Path(model.model_path).name}; /help for commands", file=sys.stderr)
+    msgs: list[dict] = []
+    pending = list(attachments)
+    while True:
+        try:
+            line = input("> " if tty else "")
+        except EOFError:
+            return 0
+        except KeyboardInterrupt:
+            print("\n(Ctrl-D or /quit leaves)", file=sys.stderr)
+            continue
+        command, _, rest = line.strip().partition(" ")
+        if command in ("/quit", "/exit"):
+            return 0
+        if command == "/help":
+            print(HELP, file=sys.stderr)
+        elif command == "/reset":
+            msgs, pending = [], []
+            model.reset()
+            print("(new conversation)", file=sys.stderr)
+        elif command == "/image":
+            path = Path(rest.strip()).expanduser()
+            if not path.is_file():
+                print(f"minicpmv: no image file {str(path)!r}", file=sys.stderr)
+            else:
+                pending.append(path)
+                print(f"(attached {path.name} to the next question)", file=sys.stderr)
+        elif command == "/save":
+            _save(msgs, options, rest.strip())
+        elif line.strip():
+            msgs.append({"role": "user", "content": [*pending, line]})
+            pending = []
+            reply = _ask(model, msgs, options)
+            if reply is None:
+                msgs.pop()
+            else:
+                msgs.append({"role": "assistant", "content": reply})
+
+
+def _ask(model: Model, msgs: list, options: dict) -> str | None:
+    """Streams the reply to stdout and returns it (cut short by Ctrl-C: what came so far; beam search
+    prints it whole), or None when the question failed (the error is printed)."""
+    pieces = []
+    try:
+        if not options["sampling"] and options["num_beams"] > 1:
+            pieces.append(model.chat(msgs, **options))
+            sys.stdout.write(pieces[0])
+        else:
+            stream = model.chat(msgs, stream=True, **options)
+            try:
+                for piece in stream:
+                    pieces.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                stream.close()  # cancels the generation at the next token
+                sys.stdout.write(" [stopped]")
+    except (_core.MinicpmvError, OSError, ValueError) as exc:
+        print(f"minicpmv: error: {exc}", file=sys.stderr)
+        return None
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(pieces)
+
+
+def _save(msgs: list, options: dict, path: str) -> None:
+    """msgs as JSON, images as file:// URLs (chat() reads them back as they are)."""
+
+    def part(p):
+        return {"type": "image_url", "image_url": {"url": f"file://{Path(p).resolve()}"}} if isinstance(p, Path) else p
+
+    saved = [
+        {
+            "role": m["role"],
+            "content": [part(p) for p in m["content"]] if isinstance(m["content"], list) else m["content"],
+        }
+        for m in msgs
+    ]
+    if any(isinstance(p, dict) and p.get("type") == "video" for m in msgs for p in m["content"]):
+        print("minicpmv: video frames are not saved (only their place in the conversation is lost)", file=sys.stderr)
+        saved = [
+            {**m, "content": [p for p in m["content"] if not (isinstance(p, dict) and p.get("type") == "video")]}
+            for m in saved
+        ]
+    if not path:
+        print("minicpmv: /save needs a file name", file=sys.stderr)
+        return
+    try:
+        Path(path).write_text(
+            json.dumps({"system_prompt": options["system_prompt"], "msgs": saved}, ensure_ascii=False, indent=1)
+        )
+        print(f"(saved {len(msgs)} messages to {path})", file=sys.stderr)
+    except OSError as exc:
+        print(f"minicpmv: cannot save: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minicpmv", description="Run MiniCPM-V 2.6 GGUF models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    chat = sub.add_parser("chat", help="answer one prompt (streams the reply)")
-    chat.add_argument("prompt")
+    chat = sub.add_parser("chat", help="answer a prompt, or chat interactively without one (streams the replies)")
+    chat.add_argument("prompt", nargs="?", default=None, help="the question; none: an interactive chat")
     chat.add_argument("-m", "--model", help="the LLM GGUF (ggml-model-<TYPE>.gguf); without it, a model from the hub")
     chat.add_argument("--hf-repo", default=None, help=f"hub repository (default {hub.DEFAULT_REPO})")
     chat.add_argument("--hf-file", default=None, help=f"LLM file in it (default {hub.DEFAULT_FILE})")

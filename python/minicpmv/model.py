@@ -185,18 +185,29 @@ def _generate_params(sampling: bool, max_new_tokens, options: dict) -> _core.Gen
     p.max_new_tokens = max_new_tokens
     p.beam_search = not sampling
     seed = options.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+        raise _core.InvalidArgumentError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
     p.sampling.seed = int.from_bytes(os.urandom(8), "little") if seed is None else seed
     if sampling:
-        for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"):
-            if name in options:
-                setattr(p.sampling, name, options[name])
+        _set_options(p.sampling, ("temperature", "top_k", "top_p", "min_p", "repetition_penalty"), options)
         if options.get("do_sample") is False:  # HF: greedy search under sampling=True
             p.sampling.temperature = 0.0
     else:
-        for name in ("num_beams", "repetition_penalty", "length_penalty"):
-            if name in options:
-                setattr(p.beam, name, options[name])
+        _set_options(p.beam, ("num_beams", "repetition_penalty", "length_penalty"), options)
     return p
+
+
+def _set_options(params, names, options: dict) -> None:
+    """The options given (None: the default) onto the core's struct, wrong types refused by name."""
+    for name in names:
+        value = options.get(name)
+        if value is None:
+            continue
+        try:
+            setattr(params, name, value)
+        except TypeError:
+            kind = "an integer" if isinstance(getattr(params, name), int) else "a number"
+            raise _core.InvalidArgumentError(f"{name} must be {kind}, got {value!r}") from None
 
 
 def _chat_options(max_slice_nums, use_image_id) -> _core.ChatOptions:
