@@ -167,16 +167,27 @@ def _save(msgs: list, options: dict, path: str) -> None:
         print(f"minicpmv: cannot save: {exc}", file=sys.stderr)
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The files (local or from the hub) and how to load them: `chat` and `serve` alike."""
+    parser.add_argument("-m", "--model", help="the LLM GGUF (ggml-model-<TYPE>.gguf); without it, a model from the hub")
+    parser.add_argument("--hf-repo", default=None, help=f"hub repository (default {hub.DEFAULT_REPO})")
+    parser.add_argument("--hf-file", default=None, help=f"LLM file in it (default {hub.DEFAULT_FILE})")
+    parser.add_argument("--hf-mmproj", default=None, help="vision file in it (default: its mmproj*.gguf)")
+    parser.add_argument("--mmproj", default=None, help="the vision GGUF (mmproj-model-f16.gguf), for images and video")
+    parser.add_argument("-c", "--ctx-size", type=int, default=_SESSION.n_ctx)
+    parser.add_argument("-t", "--threads", type=int, default=None)
+    parser.add_argument("--device", default=_MODEL.device)
+    parser.add_argument(
+        "--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minicpmv", description="Run MiniCPM-V 2.6 GGUF models.")
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="answer a prompt, or chat interactively without one (streams the replies)")
     chat.add_argument("prompt", nargs="?", default=None, help="the question; none: an interactive chat")
-    chat.add_argument("-m", "--model", help="the LLM GGUF (ggml-model-<TYPE>.gguf); without it, a model from the hub")
-    chat.add_argument("--hf-repo", default=None, help=f"hub repository (default {hub.DEFAULT_REPO})")
-    chat.add_argument("--hf-file", default=None, help=f"LLM file in it (default {hub.DEFAULT_FILE})")
-    chat.add_argument("--hf-mmproj", default=None, help="vision file in it (default: its mmproj*.gguf)")
-    chat.add_argument("--mmproj", default=None, help="the vision GGUF (mmproj-model-f16.gguf), for images and video")
+    _model_arguments(chat)
     chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
     chat.add_argument("--video", default=None, help="a video file: sampled at 1 frame/s (PyAV)")
     chat.add_argument("--max-frames", type=int, default=64)
@@ -187,12 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         help=f"slices per image (default {_core.default_slice_nums()}, video 2)",
     )
     chat.add_argument("-n", "--max-new-tokens", type=int, default=_GENERATE.max_new_tokens)
-    chat.add_argument("-c", "--ctx-size", type=int, default=_SESSION.n_ctx)
-    chat.add_argument("-t", "--threads", type=int, default=None)
-    chat.add_argument("--device", default=_MODEL.device)
-    chat.add_argument(
-        "--no-mmap", action="store_true", help="copy the weights into memory (slower start, faster decoding on CPU)"
-    )
     chat.add_argument("--system-prompt", default="")
     chat.add_argument("--temperature", type=float, default=_GENERATE.sampling.temperature)
     chat.add_argument("--top-p", type=float, default=_GENERATE.sampling.top_p)
@@ -203,6 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--beam-search", action="store_true", help="HF chat(sampling=False): beam search")
     mode.add_argument("--greedy", action="store_true", help="plain greedy decoding")
     chat.add_argument("--num-beams", type=int, default=_GENERATE.beam.num_beams)
+    serve = sub.add_parser("serve", help="an OpenAI-compatible server (POST /v1/chat/completions)")
+    _model_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--parallel", type=int, default=1, help="conversations served at once, each with its own cache")
+    serve.add_argument("--alias", default=None, help="the model's name in the API (default: the file name)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or $MINICPMV_API_KEY)")
+    serve.add_argument("--allow-files", default=None, metavar="DIR", help="image_url may name files under DIR")
+    serve.add_argument(
+        "--allow-remote-urls", action="store_true", help="image_url may be http(s) URLs the server fetches"
+    )
+    serve.add_argument("--max-body-bytes", type=int, default=32 << 20)
+    serve.add_argument("--max-image-pixels", type=int, default=5000 * 5000)
+    serve.add_argument("--max-images", type=int, default=64)
+    serve.add_argument("--max-queue", type=int, default=32, help="requests waiting for a slot before 503")
     info = sub.add_parser("info", help="what a GGUF file holds and what it pairs with")
     info.add_argument("files", nargs="+", metavar="FILE.gguf")
     args = parser.parse_args(argv)
@@ -212,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.model is None and args.mmproj is not None:
             parser.error("--mmproj needs -m (a hub model finds its own vision file)")
+        if args.command == "serve":
+            from .server import serve as run_server
+
+            return run_server(args)
         return _chat(args)
     except (_core.MinicpmvError, OSError, ValueError) as exc:
         print(f"minicpmv: error: {exc}", file=sys.stderr)
