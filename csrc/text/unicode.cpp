@@ -163,32 +163,36 @@ bool next_sequence(const unsigned char * s, size_t i, size_t n, size_t & length,
     return true;
 }
 
+// f(offset, length, code point, valid) for each sequence of `text` in order, an ill-formed part as
+// its maximal subpart.
+template <class F>
+void for_each_sequence(std::string_view text, F && f) {
+    const auto * s = reinterpret_cast<const unsigned char *>(text.data());
+    for (size_t i = 0, length = 0; i < text.size(); i += length) {
+        char32_t cp;
+        const bool valid = next_sequence(s, i, text.size(), length, cp);
+        f(i, length, cp, valid);
+    }
+}
+
 }  // namespace
 
 std::u32string utf8_to_codepoints(std::string_view text) {
     std::u32string out;
     out.reserve(text.size());
-    const auto * s = reinterpret_cast<const unsigned char *>(text.data());
-    for (size_t i = 0, length = 0; i < text.size(); i += length) {
-        char32_t cp;
-        if (!next_sequence(s, i, text.size(), length, cp)) invalid_utf8(text, i);
+    for_each_sequence(text, [&](size_t offset, size_t, char32_t cp, bool valid) {
+        if (!valid) invalid_utf8(text, offset);
         out.push_back(cp);
-    }
+    });
     return out;
 }
 
 std::string utf8_replace_invalid(std::string_view text) {
     std::string out;
     out.reserve(text.size());
-    const auto * s = reinterpret_cast<const unsigned char *>(text.data());
-    for (size_t i = 0, length = 0; i < text.size(); i += length) {
-        char32_t cp;
-        if (next_sequence(s, i, text.size(), length, cp)) {
-            out.append(text.substr(i, length));
-        } else {
-            out += "\xEF\xBF\xBD";  // U+FFFD
-        }
-    }
+    for_each_sequence(text, [&](size_t offset, size_t length, char32_t, bool valid) {
+        out.append(valid ? text.substr(offset, length) : std::string_view("\xEF\xBF\xBD"));  // U+FFFD
+    });
     return out;
 }
 
