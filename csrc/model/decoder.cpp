@@ -40,6 +40,14 @@ namespace {
 // Rows from which a prompt batch over quantized weights takes the bf16 path (see build_decoder_graph).
 constexpr int kMinBf16Rows = 16;
 
+// ggml's CPU flash attention rounds differently from 64 query rows up (measured: a 300-token prompt
+// in one batch vs token by token, F32 weights and cache, logits 5e-6 apart; chunks of up to 48 rows
+// are bit-equal). Prompt batches attend 32 rows at a time, so a position's K/V do not depend on how
+// the prompt was cut, and a prefix reused from the cache equals its fresh evaluation (#14). Left: with
+// several threads and a single query row over more than ~300 keys (decoding a long conversation),
+// ggml splits the keys between threads and rounds differently again.
+constexpr int64_t kQueryTile = 32;
+
 // View of one layer's K or V cache as [head_dim, n_kv, n_head_kv, n_slots] for flash attention.
 ggml_tensor * cache_view(ggml_context * ctx, ggml_tensor * cache, const LlmConfig & c, int n_kv, int n_slots) {
     ggml_tensor * v = ggml_view_4d(ctx, cache, c.head_dim, c.n_head_kv, n_kv, n_slots, ggml_row_size(cache->type, c.head_dim),
@@ -105,7 +113,7 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
         q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, c.head_dim, c.n_head, b.n_tokens, b.n_slots), 0, 2, 1, 3);
         ggml_tensor * attn =
             g.attention(q, cache_view(ctx, cache.k(il), c, n_kv, b.n_slots), cache_view(ctx, cache.v(il), c, n_kv, b.n_slots),
-                        in.kq_mask, kq_scale, g.takes_bf16_rows(L.wo));
+                        in.kq_mask, kq_scale, g.takes_bf16_rows(L.wo), kQueryTile);
         // o_proj (no bias) + residual
         x = g.name(g.linear(L.wo, ggml_reshape_2d(ctx, attn, c.n_embd, n_rows), {nullptr, x}), "attn_out", il);
 

@@ -4,6 +4,9 @@
 
 #include <ggml.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace minicpmv {
 
 namespace {
@@ -44,11 +47,33 @@ ggml_tensor * GraphOps::rms_norm(ggml_tensor * x, ggml_tensor * w, float eps) {
 }
 
 ggml_tensor * GraphOps::attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask, float scale,
-                                  bool bf16_out) {
+                                  bool bf16_out, int64_t query_tile) {
     if (bf16_) return bf16_attention(ctx_, q, k, v, mask, scale, bf16_out);
-    ggml_tensor * out = ggml_flash_attn_ext(ctx_, q, k, v, mask, scale, 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
-    return out;
+    auto flash = [&](ggml_tensor * qi, ggml_tensor * mi) {
+        ggml_tensor * out = ggml_flash_attn_ext(ctx_, qi, k, v, mi, scale, 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+        return out;
+    };
+    const int64_t n_q = q->ne[1];
+    if (query_tile <= 0 || n_q <= query_tile) return flash(q, mask);
+    // Tiles of query rows, joined pairwise (a balanced tree: each row is copied log2(tiles) times).
+    std::vector<ggml_tensor *> tiles;
+    for (int64_t i0 = 0; i0 < n_q; i0 += query_tile) {
+        const int64_t n = std::min(query_tile, n_q - i0);
+        ggml_tensor * qi = ggml_view_4d(ctx_, q, q->ne[0], n, q->ne[2], q->ne[3], q->nb[1], q->nb[2], q->nb[3], i0 * q->nb[1]);
+        ggml_tensor * mi = mask == nullptr ? nullptr
+                                           : ggml_view_4d(ctx_, mask, mask->ne[0], n, mask->ne[2], mask->ne[3], mask->nb[1],
+                                                          mask->nb[2], mask->nb[3], i0 * mask->nb[1]);
+        tiles.push_back(flash(qi, mi));  // [D, H, n, S]
+    }
+    while (tiles.size() > 1) {
+        std::vector<ggml_tensor *> joined;
+        for (size_t i = 0; i < tiles.size(); i += 2) {
+            joined.push_back(i + 1 < tiles.size() ? ggml_concat(ctx_, tiles[i], tiles[i + 1], 2) : tiles[i]);
+        }
+        tiles.swap(joined);
+    }
+    return tiles.front();
 }
 
 ggml_tensor * GraphOps::name(ggml_tensor * t, const char * name, int layer) const {
