@@ -3,6 +3,7 @@ in this process, so an abort inside ggml would kill the test run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,19 @@ def test_cli_errors_are_messages(tmp_path):
         [str(cli), "-m", str(tmp_path / "x.gguf"), "-p", "hi"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2 and "error: cannot open" in out.stderr
+
+
+def test_absurd_thread_counts_and_special_paths_are_refused(tiny_gguf_f32, tmp_path):
+    # Issue 14: 100000 threads crashed libgomp; a FIFO hung in open(); a NUL ended the path early.
+    with pytest.raises(minicpmv.InvalidArgumentError, match="n_threads must be 0 .* to 1024"):
+        minicpmv.Model(tiny_gguf_f32, n_threads=100000)
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(minicpmv.ModelFileError, match="not a regular file"):
+        minicpmv.Model(fifo)
+    with pytest.raises((minicpmv.ModelFileError, ValueError), match="NUL|null"):
+        minicpmv.Model(str(tiny_gguf_f32) + "\0ignored")
+    cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
+    out = subprocess.run([str(cli), "-m", str(tiny_gguf_f32), "-p", "Hi", "-t", "-3", "-n", "1"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode != 0 and "n_threads must be" in out.stderr

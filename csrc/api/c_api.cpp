@@ -390,10 +390,6 @@ minicpmv_status minicpmv_session_new(const minicpmv_model * model, const minicpm
         if (out == nullptr) throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "out is NULL"};
         const minicpmv_model * m = model_of(model);
         const minicpmv_session_params c = params != nullptr ? *params : minicpmv_session_default_params();
-        if (c.n_threads < 0) {
-            throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT,
-                           "n_threads must be >= 0 (0: all hardware threads), got " + std::to_string(c.n_threads)};
-        }
         if (c.kv_type != MINICPMV_KV_F16 && c.kv_type != MINICPMV_KV_F32) {
             throw ApiError{MINICPMV_ERR_INVALID_ARGUMENT, "kv_type must be MINICPMV_KV_F16 (0) or MINICPMV_KV_F32 (1), got " +
                                                               std::to_string(static_cast<int>(c.kv_type))};

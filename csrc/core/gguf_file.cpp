@@ -24,7 +24,11 @@ namespace {
 }  // namespace
 
 GgufFile::GgufFile(const std::string & path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY);
+    if (path.find('\0') != std::string::npos) {
+        throw Error(ErrorCode::io, "the path '" + path.substr(0, path.find('\0')) + "...' holds a NUL character");
+    }
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         throw Error(ErrorCode::io, "cannot open '" + path + "': " + std::strerror(errno));
     }

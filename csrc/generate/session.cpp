@@ -20,6 +20,8 @@ namespace minicpmv {
 namespace {
 
 constexpr size_t kMaxGraphNodes = 8192;
+// More threads than this only oversubscribe any machine (and 100000 made libgomp crash).
+constexpr int32_t kMaxThreads = 1024;
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -67,6 +69,10 @@ GenerateParams default_generate_params() {
 
 Session::Session(const Model & model, const SessionParams & params) : model_(model), params_(params) {
     if (params.n_ctx < 1) throw Error(ErrorCode::invalid_argument, "n_ctx must be >= 1, got " + std::to_string(params.n_ctx));
+    if (params.n_threads < 0 || params.n_threads > kMaxThreads) {
+        throw Error(ErrorCode::invalid_argument, "n_threads must be 0 (all hardware threads) to " + std::to_string(kMaxThreads) +
+                                                     ", got " + std::to_string(params.n_threads));
+    }
     if (params.n_batch < 1)
         throw Error(ErrorCode::invalid_argument, "n_batch must be >= 1, got " + std::to_string(params.n_batch));
     if (params.kv_type != GGML_TYPE_F16 && params.kv_type != GGML_TYPE_F32) {

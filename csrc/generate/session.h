@@ -23,7 +23,7 @@ class Model;
 struct SessionParams {
     int32_t n_ctx = 4096;               // positions the KV cache holds
     int32_t n_batch = 512;              // prompt positions evaluated per graph
-    int32_t n_threads = 0;              // CPU threads; <= 0: all hardware threads
+    int32_t n_threads = 0;              // CPU threads, up to 1024; 0: all hardware threads
     ggml_type kv_type = GGML_TYPE_F16;  // f32 for exact parity tests
     // Called for the graphs' nodes as ggml's scheduler computes them (llama.cpp's cb_eval): asked first
     // whether a node is wanted, then given it once computed. Nodes are named after the HF modules

@@ -182,7 +182,7 @@ typedef enum minicpmv_kv_type {
 typedef struct minicpmv_session_params {
     int32_t n_ctx;            /* positions the KV cache holds (default 4096), >= 1 */
     int32_t n_batch;          /* prompt positions evaluated per graph (default 512), >= 1 */
-    int32_t n_threads;        /* CPU threads; 0 = all hardware threads (default); < 0 is an error */
+    int32_t n_threads;        /* CPU threads, up to 1024; 0 = all hardware threads (default); < 0 is an error */
     minicpmv_kv_type kv_type; /* default MINICPMV_KV_F16 */
 } minicpmv_session_params;
 
