@@ -163,3 +163,15 @@ def test_none_options_take_the_defaults(model):
     msgs = [{"role": "user", "content": "Hi"}]
     expected = model.chat(msgs, seed=3, max_new_tokens=4)
     assert model.chat(msgs, seed=3, max_new_tokens=4, temperature=None, repetition_penalty=None, top_p=None) == expected
+
+
+@pytest.mark.parametrize("where", ["content", "part", "system"])
+def test_text_that_is_not_unicode_is_refused(model, where):
+    bad = "half a pair: \ud800"
+    msgs = {
+        "content": [{"role": "user", "content": bad}],
+        "part": [{"role": "user", "content": [{"type": "text", "text": bad}]}],
+        "system": [{"role": "system", "content": bad}, {"role": "user", "content": "Hi"}],
+    }[where]
+    with pytest.raises(minicpmv.InvalidArgumentError, match="not valid Unicode"):
+        model.chat(msgs, max_new_tokens=1)

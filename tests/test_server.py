@@ -275,6 +275,8 @@ def with_image(url):
         ("remote URL", with_image("http://127.0.0.1:9/x.png"), None, KEY, 400, "remote URLs are off"),
         ("no key", text_body(), None, None, 401, "API key"),
         ("wrong key", text_body(), None, "nope", 401, "API key"),
+        ("stream_options not an object", text_body(stream=True, stream_options=[1]), None, KEY, 400, "stream_options"),
+        ("lone surrogate", {"model": NAME, "messages": [{"role": "user", "content": "\ud800"}]}, None, KEY, 400, "Unicode"),
         ("oversized body", text_body(pad="x" * (5 << 20)), None, KEY, 413, "larger than"),
     ],
 )  # fmt: skip

@@ -64,7 +64,6 @@ void Conversation::add_image(RgbImage image) {
 }
 
 void Conversation::add_video_frames(std::vector<RgbImage> frames) {
-    require_vision(model_);
     for (RgbImage & frame : frames) add_image(std::move(frame));
     if (!frames.empty()) pending_video_ = true;
 }
@@ -119,10 +118,9 @@ GenerateResult Conversation::generate(const GenerateParams & params, const ChatO
 
     // Commit the turn only now: a failure above leaves the conversation as it was.
     if (has_pending()) {
-        turns_.push_back(std::move(pending_));
+        turns_.push_back(pending_);
         for (RgbImage & image : pending_images_) images_.push_back(std::move(image));
         has_video_ = has_video_ || pending_video_;
-        pending_ = ChatTurn{"user", {}};
         clear_pending();
     }
     // A reply cut inside a character (max_new_tokens, cancel) holds bytes that are not UTF-8: the

@@ -13,6 +13,7 @@ import pathlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,6 +57,17 @@ def _as_rgb(part, where: str):
     )
 
 
+def data_url(url: str, where: str) -> tuple[str, bytes]:
+    """(media type, payload) of a ``data:<media type>;base64,<data>`` URL."""
+    header, comma, payload = url[len("data:") :].partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise _core.InvalidArgumentError(f"{where}: a data URL must be 'data:<media type>;base64,<data>'")
+    try:
+        return header[: -len(";base64")], base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _core.InvalidArgumentError(f"{where}: the data URL's base64 is broken ({exc})") from None
+
+
 def _image_from_url(url, where: str):
     """An OpenAI ``image_url``: a ``data:image/...;base64,`` URL or a local path / ``file://`` URL.
     Remote URLs are refused: the library never reaches the network on a message's behalf."""
@@ -64,18 +76,11 @@ def _image_from_url(url, where: str):
             f"{where}: image_url must be a string or {{'url': str}}, got {type(url).__name__}"
         )
     if url.startswith("data:"):
-        header, comma, payload = url[5:].partition(",")
-        if not comma or not header.endswith(";base64"):
-            raise _core.InvalidArgumentError(f"{where}: a data URL must be 'data:image/<type>;base64,<data>'")
-        media_type = header[: -len(";base64")]
+        media_type, data = data_url(url, where)
         if not media_type.startswith("image/"):
             raise _core.InvalidArgumentError(
                 f"{where}: the data URL holds {media_type or 'no media type'}, not an image"
             )
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except binascii.Error as exc:
-            raise _core.InvalidArgumentError(f"{where}: the data URL's base64 is broken ({exc})") from None
         return _as_rgb(data, where)
     if url.startswith(("http://", "https://")):
         raise _core.UnsupportedError(
@@ -84,17 +89,28 @@ def _image_from_url(url, where: str):
     return _as_rgb(pathlib.Path(url[len("file://") :] if url.startswith("file://") else url), where)
 
 
+def _utf8(text: str, where: str) -> str:
+    """`text`, refused when it cannot be UTF-8 (lone surrogates), the core's text encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _core.InvalidArgumentError(
+            f"{where}: the text is not valid Unicode ({exc.reason} at {exc.start})"
+        ) from None
+    return text
+
+
 def _content_part(part, where: str):
     """A text (str) or an image (HxWx3 uint8) from one item of a message's content list."""
     if isinstance(part, str):
-        return part
+        return _utf8(part, where)
     if not isinstance(part, dict):
         return _as_rgb(part, where)
     kind = part.get("type")
     if kind == "text":
         if not isinstance(part.get("text"), str):
             raise _core.InvalidArgumentError(f"{where}: a text part needs a string 'text'")
-        return part["text"]
+        return _utf8(part["text"], where)
     if kind == "image_url":
         url = part.get("image_url")
         return _image_from_url(url.get("url") if isinstance(url, dict) else url, where)
@@ -156,7 +172,7 @@ def _turns_from_msgs(msgs, image, system_prompt: str) -> tuple[list[tuple[str, l
                 parts.append(_content_part(part, f"msgs[{i}] item {j}"))
         turns.append((role, parts))
     if system_prompt:
-        turns.insert(0, ("system", [system_prompt]))
+        turns.insert(0, ("system", [_utf8(system_prompt, "system_prompt")]))
     return turns, video
 
 
@@ -179,8 +195,10 @@ def _video_frames(frames, where: str) -> list:
 def _generate_params(sampling: bool, max_new_tokens, options: dict) -> _core.GenerateParams:
     """The core's parameters for HF chat(sampling=..., **options): the sampling or beam-search
     defaults, overridden by the options given (HF ignores those of the other mode, so does this)."""
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise _core.InvalidArgumentError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not 0 <= max_new_tokens < 2**31:
+        raise _core.InvalidArgumentError(
+            f"max_new_tokens must be a non-negative integer below 2**31, got {max_new_tokens!r}"
+        )
     p = _core.GenerateParams()
     p.max_new_tokens = max_new_tokens
     p.beam_search = not sampling
@@ -221,6 +239,57 @@ def _chat_options(max_slice_nums, use_image_id) -> _core.ChatOptions:
     if use_image_id is not None:
         o.use_image_id = int(bool(use_image_id))
     return o
+
+
+@dataclass
+class _ChatRequest:
+    """What chat() answers, checked: the core's turns, whether they hold video, and its parameters."""
+
+    turns: list
+    video: bool
+    params: _core.GenerateParams
+    options: _core.ChatOptions
+
+
+def _chat_request(
+    model: Model, msgs, image, vision_hidden_states, max_new_tokens, min_new_tokens, sampling, max_inp_length,
+    system_prompt, stream, max_slice_nums, use_image_id, kwargs: dict,
+) -> _ChatRequest:  # fmt: skip
+    """chat()'s arguments checked and turned into a request (also the server's way in)."""
+    if msgs is None:
+        raise _core.InvalidArgumentError("chat() needs msgs: a list of {'role': ..., 'content': ...} dicts")
+    unknown = sorted(set(kwargs) - _CHAT_OPTIONS)
+    if unknown:
+        raise _core.InvalidArgumentError(
+            f"unknown chat() argument(s): {', '.join(unknown)} (known: {', '.join(sorted(_CHAT_OPTIONS))})"
+        )
+    if vision_hidden_states is not None:
+        raise _core.UnsupportedError("vision_hidden_states is not supported: pass the images in msgs")
+    if min_new_tokens != 0:
+        raise _core.UnsupportedError("min_new_tokens is not supported (only 0, HF's default)")
+    params = _generate_params(sampling, max_new_tokens, kwargs)
+    if stream and params.beam_search and params.beam.num_beams > 1:
+        raise _core.InvalidArgumentError(
+            "stream=True cannot be used with beam search: use sampling=True or num_beams=1"
+        )
+    turns, video = _turns_from_msgs(msgs, image, system_prompt)
+    options = _chat_options(max_slice_nums, use_image_id)
+    if max_inp_length is not None:
+        if not isinstance(max_inp_length, int) or isinstance(max_inp_length, bool) or max_inp_length < 1:
+            raise _core.InvalidArgumentError(f"max_inp_length must be a positive integer, got {max_inp_length!r}")
+        n_prompt = len(model._model.chat_prompt(turns, options, video))
+        if n_prompt > max_inp_length:
+            raise _core.InvalidArgumentError(
+                f"the prompt has {n_prompt} tokens, more than max_inp_length={max_inp_length}"
+            )
+    return _ChatRequest(turns, video, params, options)
+
+
+def _iterable(value, name: str):
+    try:
+        return list(value)
+    except TypeError:
+        raise _core.InvalidArgumentError(f"{name} must be a list, got {type(value).__name__}") from None
 
 
 def _session_params(n_ctx=None, n_batch=None, n_threads=None, kv_cache_type=None) -> _core.SessionParams:
@@ -310,36 +379,20 @@ class Conversation:
         prompts longer than this many tokens (HF would cut them).
         """
         del tokenizer, processor  # HF's chat() needs them; the GGUF file carries both
-        if msgs is None:
-            raise _core.InvalidArgumentError("chat() needs msgs: a list of {'role': ..., 'content': ...} dicts")
-        unknown = sorted(set(kwargs) - _CHAT_OPTIONS)
-        if unknown:
-            raise _core.InvalidArgumentError(
-                f"unknown chat() argument(s): {', '.join(unknown)} (known: {', '.join(sorted(_CHAT_OPTIONS))})"
-            )
-        if vision_hidden_states is not None:
-            raise _core.UnsupportedError("vision_hidden_states is not supported: pass the images in msgs")
-        if min_new_tokens != 0:
-            raise _core.UnsupportedError("min_new_tokens is not supported (only 0, HF's default)")
-        params = _generate_params(sampling, max_new_tokens, kwargs)
-        if stream and params.beam_search and params.beam.num_beams > 1:
-            raise _core.InvalidArgumentError(
-                "stream=True cannot be used with beam search: use sampling=True or num_beams=1"
-            )
-        turns, video = _turns_from_msgs(msgs, image, system_prompt)
-        options = _chat_options(max_slice_nums, use_image_id)
-        if max_inp_length is not None:
-            n_prompt = len(self.model._model.chat_prompt(turns, options, video))
-            if n_prompt > max_inp_length:
-                raise _core.InvalidArgumentError(
-                    f"the prompt has {n_prompt} tokens, more than max_inp_length={max_inp_length}"
-                )
+        request = _chat_request(
+            self.model, msgs, image, vision_hidden_states, max_new_tokens, min_new_tokens, sampling,
+            max_inp_length, system_prompt, stream, max_slice_nums, use_image_id, kwargs,
+        )  # fmt: skip
         if not stream:
-            with self._lock:
-                self._conversation.set_messages(turns, video)
-                self.last_result = self._conversation.generate(params, options)
-                return self.last_result.text
-        return self._stream(turns, video, params, options)
+            return self._run(request).text
+        return self._stream(request)
+
+    def _run(self, request: _ChatRequest, on_piece=None) -> _core.GenerateResult:
+        """Answers a checked request on this conversation; on_piece(bytes) -> bool streams and cancels."""
+        with self._lock:
+            self._conversation.set_messages(request.turns, request.video)
+            self.last_result = self._conversation.generate(request.params, request.options, on_piece)
+            return self.last_result
 
     def generate(self, prompt: Sequence[int], **kwargs) -> _core.GenerateResult:
         """Low level: runs the prompt ids as given and returns the core's GenerateResult (tokens,
@@ -355,7 +408,7 @@ class Conversation:
         with self._lock:
             return self._session.generate(_core.Prompt(list(prompt)), params)
 
-    def _stream(self, turns, video, params, options) -> Iterator[str]:
+    def _stream(self, request: _ChatRequest) -> Iterator[str]:
         # The core runs in a thread (GIL released) and hands pieces over a queue; closing the
         # generator early cancels the generation at the next token.
         pieces: queue.Queue = queue.Queue()
@@ -368,9 +421,7 @@ class Conversation:
 
         def run():
             try:
-                with self._lock:
-                    self._conversation.set_messages(turns, video)
-                    self.last_result = self._conversation.generate(params, options, on_piece)
+                self._run(request, on_piece)
             except BaseException as exc:  # handed to the consumer, raised there
                 pieces.put(exc)
             finally:
@@ -460,6 +511,10 @@ class Model:
         "vpm_layer_out-<i>", "vpm_out", "resampler_out", "attn_norm-<i>", "layer_out-<i>",
         "output_norm", "logits", … (csrc/model/*.cpp name them). Slower while set."""
         params = _session_params(**{**self._session_args, **session_args})
+        if eval_callback is not None and not callable(eval_callback):
+            raise _core.InvalidArgumentError(f"eval_callback must be callable, got {type(eval_callback).__name__}")
+        if isinstance(eval_names, str) or not all(isinstance(n, str) for n in _iterable(eval_names, "eval_names")):
+            raise _core.InvalidArgumentError(f"eval_names must be a list of tensor names, got {eval_names!r}")
         return Conversation(self, params, eval_callback, eval_names)
 
     # --- tokens ------------------------------------------------------------------------------

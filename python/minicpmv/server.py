@@ -14,8 +14,6 @@ token. Local files are readable only under ``allow_files``, remote URLs only wit
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import json
 import os
@@ -33,7 +31,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from . import _core
-from .model import _GENERATE, Conversation, Model
+from .model import _GENERATE, Conversation, Model, _chat_request, _ChatRequest, data_url
 
 
 class ApiError(Exception):
@@ -118,15 +116,13 @@ class Media:
         if not isinstance(url, str) or not url:
             raise ApiError(400, f"{param} must be a non-empty string URL", param)
         if url.startswith("data:"):
-            header, comma, payload = url[5:].partition(",")
-            if not comma or not header.endswith(";base64"):
-                raise ApiError(400, f"{param}: a data URL must be 'data:{kind}/<type>;base64,<data>'", param)
-            if not header.startswith(f"{kind}/"):
-                raise ApiError(400, f"{param}: the data URL holds {header[:-7] or 'no media type'}, not {kind}", param)
             try:
-                return base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise ApiError(400, f"{param}: the data URL's base64 is broken", param) from None
+                media_type, data = data_url(url, param)
+            except _core.InvalidArgumentError as exc:
+                raise ApiError(400, str(exc), param) from None
+            if not media_type.startswith(f"{kind}/"):
+                raise ApiError(400, f"{param}: the data URL holds {media_type or 'no media type'}, not {kind}", param)
+            return data
         if url.startswith(("http://", "https://")):
             if not self.allow_remote_urls:
                 raise ApiError(
@@ -234,25 +230,35 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False):
     return value
 
 
-def _options(body: dict, n_ctx: int) -> tuple[dict, list[str]]:
-    """chat() keyword arguments for an OpenAI request, and its stop strings."""
+def _request(model: Model, body: dict, msgs: list) -> tuple[_ChatRequest, list[str], list[int]]:
+    """The OpenAI request as chat() takes it (unset sampling parameters: HF chat()'s), its stop
+    strings, and its prompt ids."""
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported", "n")
+    n_ctx = model.n_ctx
     max_tokens = _number(body, "max_completion_tokens", 1, n_ctx, True) or _number(body, "max_tokens", 1, n_ctx, True)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise ApiError(400, "stop must be a string or an array of up to 4 non-empty strings", "stop")
-    temperature = _number(body, "temperature", 0.0, 2.0)
-    options = dict(
-        sampling=True,
-        max_new_tokens=max_tokens or _GENERATE.max_new_tokens,
-        temperature=temperature,
+    sampling = dict(
+        temperature=_number(body, "temperature", 0.0, 2.0),
         top_p=_number(body, "top_p", 0.0, 1.0),
         seed=_number(body, "seed", 0, 2**64 - 1, True),
-        max_slice_nums=_number(body, "max_slice_nums", 1, 64, True),
     )
-    return {k: v for k, v in options.items() if v is not None}, stops
+    max_slice_nums = _number(body, "max_slice_nums", 1, 64, True)
+    try:
+        request = _chat_request(
+            model, msgs, None, None, max_tokens or _GENERATE.max_new_tokens, 0, True, None, "", True,
+            max_slice_nums, None, {k: v for k, v in sampling.items() if v is not None},
+        )  # fmt: skip
+        prompt = model._model.chat_prompt(request.turns, request.options, request.video).tokens
+    except _core.MinicpmvError as exc:
+        raise ApiError(400, str(exc), "messages") from None
+    if len(prompt) + 1 > n_ctx:
+        raise ApiError(400, f"the prompt has {len(prompt)} tokens; the context holds {n_ctx}", "messages")
+    request.params.max_new_tokens = min(request.params.max_new_tokens, n_ctx - len(prompt))
+    return request, stops, prompt
 
 
 # --- the application ---------------------------------------------------------------------------------
@@ -281,6 +287,10 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request, exc: Exception):  # a bug: still the OpenAI error shape
+        return JSONResponse(ApiError(500, f"internal error: {exc!r}", kind="server_error").body(), status_code=500)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -317,21 +327,14 @@ def create_app(
                            "model", "model_not_found")  # fmt: skip
         loop = asyncio.get_running_loop()
         msgs = await loop.run_in_executor(None, _messages, body, media, limits)
-        options, stops = _options(body, model.n_ctx)
-        try:
-            prompt = await loop.run_in_executor(
-                None, lambda: model.chat_prompt(msgs, max_slice_nums=options.get("max_slice_nums"))
-            )
-        except _core.MinicpmvError as exc:
-            raise ApiError(400, str(exc), "messages") from None
-        if len(prompt) + 1 > model.n_ctx:
-            raise ApiError(400, f"the prompt has {len(prompt)} tokens; the context holds {model.n_ctx}", "messages")
-        options["max_new_tokens"] = min(options["max_new_tokens"], model.n_ctx - len(prompt))
-        run = Run(engine(), msgs, options, stops, prompt, loop)
+        chat_request, stops, prompt = await loop.run_in_executor(None, _request, model, body, msgs)
+        stream_options = body.get("stream_options") or {}
+        if not isinstance(stream_options, dict):
+            raise ApiError(400, "stream_options must be an object", "stream_options")
+        run = Run(engine(), chat_request, stops, prompt, loop)
         meta = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name)
         if body.get("stream"):
-            usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return EventSourceResponse(run.events(meta, usage), ping=15)
+            return EventSourceResponse(run.events(meta, bool(stream_options.get("include_usage"))), ping=15)
         text = await run.complete(request)
         return {
             **meta,
@@ -348,15 +351,8 @@ def create_app(
 class Run:
     """One request on one slot: the generation in a worker thread, its pieces handed to the event loop."""
 
-    def __init__(self, engine: Engine, msgs, options, stops, prompt, loop):
-        self.engine, self.msgs, self.options, self.stops, self.prompt, self.loop = (
-            engine,
-            msgs,
-            options,
-            stops,
-            prompt,
-            loop,
-        )
+    def __init__(self, engine: Engine, request: _ChatRequest, stops: list[str], prompt: list[int], loop):
+        self.engine, self.request, self.stops, self.prompt, self.loop = engine, request, stops, prompt, loop
         self.cancel = threading.Event()
         self.pieces: asyncio.Queue = asyncio.Queue()
         self.finish_reason = "stop"
@@ -399,15 +395,15 @@ class Run:
                 self.finish_reason = "length"
 
     def _generate(self, slot: Slot) -> None:
-        put = lambda item: self.loop.call_soon_threadsafe(self.pieces.put_nowait, item)  # noqa: E731
+        def put(item) -> None:
+            self.loop.call_soon_threadsafe(self.pieces.put_nowait, item)
+
+        def on_piece(piece: bytes) -> bool:  # the core stops at the next token once cancelled
+            put(piece.decode("utf-8", errors="replace"))
+            return not self.cancel.is_set()
+
         try:
-            stream = slot.conversation.chat(self.msgs, stream=True, **self.options)
-            for piece in stream:
-                put(piece)
-                if self.cancel.is_set():
-                    stream.close()
-                    break
-            self.result = slot.conversation.last_result
+            self.result = slot.conversation._run(self.request, on_piece)
         except BaseException as exc:
             put(ApiError(400, str(exc)) if isinstance(exc, _core.MinicpmvError) else exc)
         finally:
