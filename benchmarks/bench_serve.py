@@ -1,18 +1,29 @@
-"""Total decode speed of `minicpmv serve` with 1, 2 and 4 concurrent streams (the `full` synthetic
-Q4_K_M + f16 vision files of bench-cache/, 2 threads in all), through the OpenAI API on 127.0.0.1.
+"""Total decode speed of `minicpmv serve` with 1, 2 and 4 concurrent streams, beside llama-cpp-python's
+OpenAI server on the same files (the `full` synthetic Q4_K_M + f16 vision files of bench-cache/, the
+same threads), both through the OpenAI API on 127.0.0.1.
 
     python benchmarks/bench_serve.py [--streams 1,2,4] [--tokens 64] [--threads 2]
+                                     [--llama-cpp-path /work/llama-cpp-python]
 
-Each stream asks a different short text question with temperature 0 and max_tokens; the row is the
-sum of the streams' generated tokens over the wall time from the first token of any stream to the
-last (prefill excluded), beside one stream's rate.
+Each stream asks a different short text question (temperature 0, max_tokens). Two rows per count:
+- decode: the streams' pieces (about one per token) that arrive while all of them are decoding (from
+  the last stream's first piece to the first stream's last), over that window; where the streams ran
+  one after another (llama-cpp-python's server serves one request at a time) there is no such window,
+  and the row is the pieces over the sum of each stream's own decoding time.
+- end to end: every piece over the wall time from sending the requests to the last piece (prompts
+  included).
+llama-cpp-python is installed apart from the project (see benchmarks/compare.py); its server also
+needs `starlette-context` and `pydantic-settings` in that directory. Without it the llama.cpp rows are
+left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -26,14 +37,13 @@ from common import DEFAULT_CACHE, full_mmproj, machine  # noqa: E402
 from compare import quantized_model  # noqa: E402
 
 
-def stream(url: str, question: str, tokens: int) -> tuple[float, float, int]:
-    """(time of the first content, time of the last, content chunks) of one streamed request."""
+def stream(url: str, question: str, tokens: int) -> list[float]:
+    """Arrival times of the content pieces of one streamed request."""
     body = {"model": "bench", "stream": True, "temperature": 0, "max_tokens": tokens,
             "messages": [{"role": "user", "content": question}]}  # fmt: skip
     request = urllib.request.Request(f"{url}/v1/chat/completions", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})  # fmt: skip
-    first = last = None
-    n = 0
+    times = []
     with urllib.request.urlopen(request, timeout=3600) as response:
         for line in response:
             line = line.decode().strip()
@@ -41,10 +51,81 @@ def stream(url: str, question: str, tokens: int) -> tuple[float, float, int]:
                 continue
             delta = json.loads(line[6:])["choices"]
             if delta and delta[0]["delta"].get("content"):
-                last = time.perf_counter()
-                first = first or last
-                n += 1
-    return first, last, n
+                times.append(time.perf_counter())
+    return times
+
+
+def rates(url: str, n: int, tokens: int) -> tuple[float, float, int]:
+    """(decode tokens/s in all, end-to-end tokens/s, pieces) of n concurrent streams."""
+    questions = [f"Write a long story about the number {i}." for i in range(n)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        runs = [r for r in pool.map(stream, [url] * n, questions, [tokens] * n) if len(r) > 1]
+    total = sum(len(r) for r in runs)
+    lo, hi = max(r[0] for r in runs), min(r[-1] for r in runs)
+    if n > 1 and hi > lo:
+        decode = sum(sum(lo <= t <= hi for t in r) for r in runs) / (hi - lo)
+    else:
+        decode = sum(len(r) - 1 for r in runs) / sum(r[-1] - r[0] for r in runs)
+    return decode, total / (max(r[-1] for r in runs) - start), total
+
+
+def free_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def ours(llm: Path, mmproj: Path, counts: list[int], args) -> dict[int, tuple]:
+    import uvicorn
+
+    import minicpmv
+    from minicpmv.server import create_app
+
+    model = minicpmv.Model(llm, mmproj_path=mmproj, n_ctx=1024, n_threads=args.threads)
+    out = {}
+    for n in counts:
+        app = create_app(model, "bench", parallel=n, n_threads=args.threads)
+        sock = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        out[n] = rates(f"http://127.0.0.1:{sock.getsockname()[1]}", n, args.tokens)
+        server.should_exit = True
+        thread.join()
+    steps, batches = model.decode_counts
+    print(f"ours: {steps} decode steps in {batches} graphs")
+    return out
+
+
+def llama_cpp(llm: Path, mmproj: Path, counts: list[int], args) -> dict[int, tuple]:
+    if not (args.llama_cpp_path / "llama_cpp" / "server").is_dir():
+        print(f"llama-cpp-python's server not found under {args.llama_cpp_path}: its rows are left out")
+        return {}
+    sock = free_port()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "PYTHONPATH": str(args.llama_cpp_path)}
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(llm), "--clip_model_path", str(mmproj),
+               "--chat_format", "minicpm-v-2.6", "--n_threads", str(args.threads), "--n_threads_batch",
+               str(args.threads), "--n_ctx", "1024", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"llama-cpp-python's server exited: {server.stderr.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        return {n: rates(url, n, args.tokens) for n in counts}
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:
@@ -53,40 +134,23 @@ def main() -> None:
     parser.add_argument("--streams", default="1,2,4")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llama-cpp-path", type=Path, default=Path("/work/llama-cpp-python"))
     args = parser.parse_args()
-
-    import uvicorn
-
-    import minicpmv
-    from minicpmv.server import create_app
 
     counts = [int(s) for s in args.streams.split(",")]
     llm, mmproj = quantized_model(args.cache_dir, "Q4_K_M"), full_mmproj(args.cache_dir, "f16")
-    model = minicpmv.Model(llm, mmproj_path=mmproj, n_ctx=1024, n_threads=args.threads)
-    print(f"{machine()}; {llm.name} + {mmproj.name}; {args.threads} threads in all; {args.tokens} tokens per stream")
-    rates = {}
+    print(f"{machine()}; {llm.name} + {mmproj.name}; {args.threads} threads; {args.tokens} tokens per stream")
+    results = {"ours": ours(llm, mmproj, counts, args), "llama.cpp": llama_cpp(llm, mmproj, counts, args)}
+    print("| streams | engine | decode tok/s in all | × 1 stream | end to end tok/s | pieces |")
+    print("|---|---|---|---|---|---|")
     for n in counts:
-        app = create_app(model, "bench", parallel=n, n_threads=args.threads)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        questions = [f"Write a long story about the number {i}." for i in range(n)]
-        with ThreadPoolExecutor(n) as pool:
-            results = list(pool.map(stream, [url] * n, questions, [args.tokens] * n))
-        server.should_exit = True
-        thread.join()
-        start, end = min(r[0] for r in results), max(r[1] for r in results)
-        # Chunks are pieces of text, about one per token; the server's usage counts exactly but the
-        # chunk count is what a streaming client sees arrive.
-        total = sum(r[2] for r in results)
-        rates[n] = total / (end - start)
-        print(f"{n} stream(s): {total} pieces in {end - start:.1f} s = {rates[n]:.2f} tokens/s in all"
-              + (f" ({rates[n] / rates[counts[0]]:.2f}x {counts[0]} stream)" if n != counts[0] else ""))  # fmt: skip
+        for engine, rows in results.items():
+            if n in rows:
+                decode, e2e, pieces = rows[n]
+                print(f"| {n} | {engine} | {decode:.2f} | {decode / rows[counts[0]][0]:.2f}× | {e2e:.2f} | {pieces} |")
+    if results["llama.cpp"]:
+        for n in counts:
+            print(f"{n} stream(s): ours / llama.cpp decode = {results['ours'][n][0] / results['llama.cpp'][n][0]:.2f}×")
 
 
 if __name__ == "__main__":

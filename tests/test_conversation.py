@@ -57,6 +57,41 @@ def test_two_conversations_on_two_threads_answer_as_one_after_the_other(model):
     assert got == expected
 
 
+@pytest.mark.parametrize("weights", ["f32", "q4_k_m"])
+def test_conversations_generating_at_once_share_decode_graphs_and_answer_as_alone(weights, request, tiny_mmproj_f32):
+    # Ten threads (past the 8 rows from which the int8 kernels' panels would sum in another order):
+    # their decode steps run in shared graphs, each answer token for token what it is alone.
+    path = request.getfixturevalue("tiny_gguf_f32" if weights == "f32" else "tiny_q4_k_m")
+    model = minicpmv.Model(path, mmproj_path=tiny_mmproj_f32, n_ctx=512, n_threads=2)
+    questions = [f"Question {i}: what comes after {i * 7}?" for i in range(10)]
+    options = {**GREEDY, "max_new_tokens": 24}
+    expected = [model.conversation().chat([{"role": "user", "content": q}], **options) for q in questions]
+    steps, batches = model.decode_counts
+    assert steps == batches  # one after the other: a graph per step
+
+    got, errors = [None] * len(questions), []
+    start = threading.Barrier(len(questions))
+
+    def run(i):
+        try:
+            conversation = model.conversation()
+            start.wait()
+            got[i] = conversation.chat([{"role": "user", "content": questions[i]}], **options)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert got == expected
+    shared_steps, shared_batches = (a - b for a, b in zip(model.decode_counts, (steps, batches)))
+    assert shared_steps == steps
+    assert shared_batches < shared_steps / 2, (shared_steps, shared_batches)
+
+
 def test_conversations_keep_their_own_cache(model):
     a, b = model.conversation(), model.conversation()
     img = picture(500, 300, 41)

@@ -223,9 +223,13 @@ def eight_clients(client, model, server):
             return None
         return ask(client, [{"role": "user", "content": prompts[i]}]).choices[0].message.content
 
+    before = health(server)
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(run, range(8)))
     assert [g for i, g in enumerate(got) if i != 3] == [e for i, e in enumerate(expected) if i != 3]
+    after = health(server)
+    steps, batches = (after[k] - before[k] for k in ("decode_steps", "decode_batches"))
+    assert batches < steps / 2, (steps, batches)  # the clients' decode steps ran in shared graphs
     deadline = time.monotonic() + 60  # the departed client's slot comes back
     while health(server)["busy"] and time.monotonic() < deadline:
         time.sleep(0.2)

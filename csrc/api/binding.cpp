@@ -286,6 +286,13 @@ void bind_model(py::module_ & m) {
         .def_property_readonly("device", [](const Model & m) { return std::string(ggml_backend_dev_name(m.device())); })
         .def_property_readonly("weights_bytes", &Model::weights_bytes)
         .def_property_readonly("config", &Model::config)
+        .def_property_readonly(
+            "decode_counts",
+            [](const Model & m) {
+                const StepBatcher::Counts c = m.steps().counts();
+                return py::make_tuple(c.steps, c.batches);
+            },
+            "(decode steps, graphs they ran in): steps of conversations generating at once share graphs")
         .def(
             "chat_prompt",
             [](const Model & m, const py::list & turns, const ChatOptions & options, bool video) {
@@ -616,7 +623,7 @@ void bind_testing(py::module_ t) {
         py::arg("text"));
     t.def(
         "int8_matmul",
-        [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x) -> py::object {
+        [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x, bool per_row) -> py::object {
             if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
                 throw Error(ErrorCode::invalid_argument, "int8_matmul: the weight type must be q4_K or q6_K");
             }
@@ -632,12 +639,13 @@ void bind_testing(py::module_ t) {
             bool done;
             {
                 py::gil_scoped_release release;
-                done = int8_matmul(w.data(), type, K, M, x.data(), N, y.mutable_data());
+                done = int8_matmul(w.data(), type, K, M, x.data(), N, y.mutable_data(), per_row);
             }
             return done ? py::object(y) : py::none();
         },
-        py::arg("w"), py::arg("type"), py::arg("x"),
-        "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32); None where the CPU lacks AVX-512 VNNI.");
+        py::arg("w"), py::arg("type"), py::arg("x"), py::arg("per_row") = false,
+        "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32; per_row: each row as if alone); None "
+        "where the CPU lacks AVX-512 VNNI.");
 }
 
 }  // namespace

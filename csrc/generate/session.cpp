@@ -6,6 +6,7 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/resampler.h"
+#include "model/step_batcher.h"
 #include "model/vision_encoder.h"
 #include "model/vision_model.h"
 #include "text/tokenizer.h"
@@ -95,21 +96,12 @@ Session::~Session() {
     for (ggml_backend_t b : backends_) ggml_backend_free(b);
 }
 
-void Session::decode(const int32_t * tokens, const float * embd, int n_tokens, int n_slots, int n_past, bool all_logits,
-                     std::vector<float> & logits) {
-    const LlmConfig & c = model_.config();
-    DecoderBatch batch;
-    batch.embeddings = embd != nullptr;
-    batch.n_tokens = n_tokens;
-    batch.n_slots = n_slots;
-    batch.n_past = n_past;
-    batch.all_logits = all_logits;
-
+void Session::compute(const DecoderBatch & batch, const int32_t * tokens, const float * embd, std::vector<float> & logits) {
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), /*no_alloc =*/true};
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, kMaxGraphNodes, false);
     DecoderInputs in;
-    ggml_tensor * out = build_decoder_graph(ctx, gf, c, model_.decoder(), *cache_, batch, in);
+    ggml_tensor * out = build_decoder_graph(ctx, gf, model_.config(), model_.decoder(), batch, in);
 
     ggml_backend_sched_reset(sched_);
     if (!ggml_backend_sched_alloc_graph(sched_, gf)) {
@@ -117,16 +109,18 @@ void Session::decode(const int32_t * tokens, const float * embd, int n_tokens, i
         throw Error(ErrorCode::io, "cannot allocate the decoder graph (out of memory?)");
     }
     std::vector<int32_t> positions;
-    std::vector<uint16_t> mask;
     fill_positions(batch, positions);
-    fill_causal_mask(batch, mask);
     if (embd != nullptr) {
         ggml_backend_tensor_set(in.embd, embd, 0, ggml_nbytes(in.embd));
     } else {
         ggml_backend_tensor_set(in.tokens, tokens, 0, ggml_nbytes(in.tokens));
     }
     ggml_backend_tensor_set(in.positions, positions.data(), 0, ggml_nbytes(in.positions));
-    ggml_backend_tensor_set(in.kq_mask, mask.data(), 0, ggml_nbytes(in.kq_mask));
+    std::vector<uint16_t> mask;
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+        fill_causal_mask(batch.seqs[s], batch.n_tokens, mask);
+        ggml_backend_tensor_set(in.kq_masks[s], mask.data(), 0, ggml_nbytes(in.kq_masks[s]));
+    }
     const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
     if (status != GGML_STATUS_SUCCESS) {
         ggml_free(ctx);
@@ -135,6 +129,32 @@ void Session::decode(const int32_t * tokens, const float * embd, int n_tokens, i
     logits.resize(ggml_nelements(out));
     ggml_backend_tensor_get(out, logits.data(), 0, ggml_nbytes(out));
     ggml_free(ctx);
+}
+
+std::vector<float> Session::step(int32_t token) {
+    if (tokens_.size() + 1 > static_cast<size_t>(params_.n_ctx)) {
+        throw Error(ErrorCode::context_full, "the conversation fills the context (" + std::to_string(params_.n_ctx) + ")");
+    }
+    StepBatcher::Step st;
+    st.seq = {cache_.get(), 0, static_cast<int>(tokens_.size())};
+    st.token = token;
+    auto compute_here = [this](const DecoderBatch & b, const std::vector<int32_t> & ids, std::vector<float> & logits) {
+        compute(b, ids.data(), nullptr, logits);
+    };
+    if (params_.cb_eval != nullptr) {
+        // The evaluation callback must see this session's graph alone.
+        model_.steps().exclusive([&] {
+            DecoderBatch b;
+            b.n_tokens = 1;
+            b.seqs = {st.seq};
+            compute(b, &token, nullptr, st.logits);
+        });
+    } else {
+        model_.steps().step(st, compute_here);
+    }
+    tokens_.push_back(token);
+    keys_.push_back(0);
+    return std::move(st.logits);
 }
 
 std::vector<float> Session::eval(const std::vector<int32_t> & tokens, bool all_logits) {
@@ -162,8 +182,12 @@ std::vector<float> Session::append(const std::vector<int32_t> & tokens, const fl
     std::vector<float> logits, chunk;
     for (size_t i = 0; i < tokens.size(); i += params_.n_batch) {
         const size_t n = std::min<size_t>(params_.n_batch, tokens.size() - i);
-        decode(tokens.data() + i, embd ? embd + i * n_embd : nullptr, static_cast<int>(n), 1, static_cast<int>(tokens_.size()),
-               all_logits, chunk);
+        DecoderBatch batch;
+        batch.n_tokens = static_cast<int>(n);
+        batch.seqs = {{cache_.get(), 0, static_cast<int>(tokens_.size())}};
+        batch.embeddings = embd != nullptr;
+        batch.all_logits = all_logits;
+        model_.steps().exclusive([&] { compute(batch, tokens.data() + i, embd ? embd + i * n_embd : nullptr, chunk); });
         tokens_.insert(tokens_.end(), tokens.begin() + i, tokens.begin() + i + n);
         keys_.insert(keys_.end(), keys + i, keys + i + n);
         if (all_logits) {
@@ -206,7 +230,10 @@ class SessionBeamStepper : public BeamStepper {
     void step(const std::vector<int32_t> & parents, const std::vector<int32_t> & tokens, std::vector<float> & logits) override {
         if (n_past_ + 1 > s_.params_.n_ctx) throw Error(ErrorCode::context_full, "beam search reached the end of the context");
         s_.cache_->copy_slots(std::vector<int>(parents.begin(), parents.end()), n_past_);
-        s_.decode(tokens.data(), nullptr, 1, static_cast<int>(tokens.size()), n_past_, false, logits);
+        DecoderBatch batch;
+        batch.n_tokens = 1;
+        for (int slot = 0; slot < static_cast<int>(tokens.size()); ++slot) batch.seqs.push_back({s_.cache_.get(), slot, n_past_});
+        s_.model_.steps().exclusive([&] { s_.compute(batch, tokens.data(), nullptr, logits); });
         ++n_past_;
     }
 
@@ -299,7 +326,8 @@ std::vector<float> Session::encode_slices(const std::vector<const VisionInput *>
         if (vin.attn_mask != nullptr) ggml_backend_tensor_set(vin.attn_mask, attn_mask.data(), 0, ggml_nbytes(vin.attn_mask));
         ggml_backend_tensor_set(rin.pos_embed, pos_embed.data(), 0, ggml_nbytes(rin.pos_embed));
         if (rin.key_mask != nullptr) ggml_backend_tensor_set(rin.key_mask, key_mask.data(), 0, ggml_nbytes(rin.key_mask));
-        const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
+        ggml_status status = GGML_STATUS_SUCCESS;
+        model_.steps().exclusive([&] { status = ggml_backend_sched_graph_compute(sched_, gf); });
         if (status != GGML_STATUS_SUCCESS) {
             ggml_free(ctx);
             throw Error(ErrorCode::io, "vision graph failed on the device (status " + std::to_string(status) + ")");
@@ -396,7 +424,7 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
 
     const auto t1 = std::chrono::steady_clock::now();
     GenerateResult r;
-    if (params.beam_search) {
+    if (params.beam_search && params.beam.num_beams > 1) {
         GenerateParams p = params;
         p.beam.max_new_tokens = params.max_new_tokens;
         r = generate_beams(logits, p);
@@ -404,7 +432,16 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
     } else {
         const Tokenizer & tok = model_.tokenizer();
         const std::vector<int32_t> & stops = model_.stop_ids();
-        Sampler sampler(params.sampling);
+        // One beam is greedy search (beam_search.h): the sampler's greedy path with the search's
+        // penalty, which streams and decodes in shared graphs.
+        SamplingParams sp = params.sampling;
+        if (params.beam_search) {
+            sp = default_sampling_params();
+            sp.temperature = 0.0f;
+            sp.repetition_penalty = params.beam.repetition_penalty;
+        }
+        Sampler sampler(sp);
+        const StepBatcher::Generating generating(model_.steps());
         std::string pending;
         r.stop_reason = "length";
         const int32_t n_vocab = model_.config().n_vocab;
@@ -428,7 +465,7 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
             }
             if (static_cast<int32_t>(r.tokens.size()) >= params.max_new_tokens) break;
             if (n_prompt + r.tokens.size() >= static_cast<size_t>(params_.n_ctx)) break;  // reply fills the context
-            logits = eval({id});
+            logits = step(id);
         }
         if (!pending.empty()) {
             r.text += pending;

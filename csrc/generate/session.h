@@ -5,6 +5,7 @@
 #include "generate/beam_search.h"
 #include "generate/sampler.h"
 #include "image/image_preprocess.h"
+#include "model/decoder.h"
 #include "text/chat_template.h"
 
 #include <cstdint>
@@ -83,10 +84,11 @@ class Session {
   private:
     friend class SessionBeamStepper;
 
-    // One graph: n_tokens positions in each of n_slots slots from n_past, given as token ids or as
-    // embeddings ([n_embd] per position); writes logits rows.
-    void decode(const int32_t * tokens, const float * embd, int n_tokens, int n_slots, int n_past, bool all_logits,
-                std::vector<float> & logits);
+    // One decoder graph on this session's backends (the caller holds the model's StepBatcher): input
+    // as token ids or, when embd != nullptr, embeddings ([n_embd] per position); writes logits rows.
+    void compute(const DecoderBatch & batch, const int32_t * tokens, const float * embd, std::vector<float> & logits);
+    // The logits after `token` is appended to slot 0, batched with other sessions' steps.
+    std::vector<float> step(int32_t token);
     // Appends positions (ids, or embeddings when embd != nullptr) with their reuse keys to slot 0.
     std::vector<float> append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys, bool all_logits);
     void ensure_slots(int n_slots);

@@ -412,8 +412,8 @@ void op_int8_rows(ggml_tensor * dst, int ith, int nth, void *) {
 
 // w [K, M] times N activation rows: thread ith of nth computes its share of the output rows.
 void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
-             char * y, size_t y_stride, const float * bias, int ith, int nth) {
-    if (N >= kMinTileRows) {
+             char * y, size_t y_stride, const float * bias, bool per_row, int ith, int nth) {
+    if (N >= kMinTileRows && !per_row) {
         product_tiles(w, w_stride, type, K, M, xq, xq_stride, N, y, y_stride, bias, ith, nth);
     } else {
         product_rows(w, w_stride, type, K, M * ith / nth, M * (ith + 1) / nth, xq, xq_stride, N, y, y_stride, bias);
@@ -421,13 +421,14 @@ void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t
 }
 
 // The weight comes as userdata (not a graph source: ggml's scheduler then never asks where it lives).
+template <bool kPerRow>
 void op_int8_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
     const ggml_tensor * xq = dst->src[0];
     const ggml_tensor * bias = dst->src[1];
     product(static_cast<const char *>(w->data), w->nb[1], w->type, w->ne[0], w->ne[1], static_cast<const char *>(xq->data),
             xq->nb[1], xq->ne[1], static_cast<char *>(dst->data), dst->nb[1],
-            bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
+            bias ? static_cast<const float *>(bias->data) : nullptr, kPerRow, ith, nth);
 }
 
 }  // namespace
@@ -456,24 +457,25 @@ ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
     return xq;
 }
 
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias) {
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias, bool per_row) {
     GGML_ASSERT(int8_kernels_usable(w) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) &&
                 ggml_is_contiguous(xq));
     GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
     ggml_tensor * args[] = {xq, bias};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xq->ne[1], 1, 1, args, 2, op_int8_linear, GGML_N_TASKS_MAX, w);
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xq->ne[1], 1, 1, args, 2,
+                                     per_row ? op_int8_linear<true> : op_int8_linear<false>, GGML_N_TASKS_MAX, w);
     ggml_format_name(y, "int8_linear-%s", w->name);
     return y;
 }
 
-bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y) {
+bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y, bool per_row) {
     GGML_ASSERT(usable_type(type) && K % kBlock == 0);
     if (!cpu_has_avx512_vnni()) return false;
     const size_t x_stride = K * sizeof(float), xq_stride = act_row_bytes(K);
     std::vector<char> xq(xq_stride * N);
     quantize_rows(reinterpret_cast<const char *>(x), x_stride, K, N, xq.data(), xq_stride, 0, 1);
     product(static_cast<const char *>(w), ggml_row_size(static_cast<ggml_type>(type), K), static_cast<ggml_type>(type), K, M,
-            xq.data(), xq_stride, N, reinterpret_cast<char *>(y), M * sizeof(float), nullptr, 0, 1);
+            xq.data(), xq_stride, N, reinterpret_cast<char *>(y), M * sizeof(float), nullptr, per_row, 0, 1);
     return true;
 }
 
@@ -485,11 +487,11 @@ ggml_tensor * int8_rows(ggml_context *, ggml_tensor *) {
     GGML_ABORT("int8_rows: not in this build (check int8_kernels_usable first)");
 }
 
-ggml_tensor * int8_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) {
+ggml_tensor * int8_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, bool) {
     GGML_ABORT("int8_linear: not in this build (check int8_kernels_usable first)");
 }
 
-bool int8_matmul(const void *, int, int64_t, int64_t, const float *, int64_t, float *) { return false; }
+bool int8_matmul(const void *, int, int64_t, int64_t, const float *, int64_t, float *, bool) { return false; }
 
 #endif
 

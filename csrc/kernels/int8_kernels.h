@@ -27,12 +27,13 @@ bool int8_kernels_usable(const ggml_tensor * w);
 ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x);
 
 // w·x (+ bias) as ggml_mul_mat(w, x): w [K, M] (int8_kernels_usable), xq = int8_rows(x), bias [M] f32
-// or nullptr. Returns [M, N] f32.
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias);
+// or nullptr. Returns [M, N] f32. per_row: every row of the result as it would be alone (from 8 rows
+// on, the panels sum in another order), for decode steps of sequences batched together.
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias, bool per_row = false);
 
 // The same product without a graph, on the calling thread (tests): w holds M rows of K values of
 // `type` (GGML_TYPE_Q4_K or GGML_TYPE_Q6_K), x N rows of K floats, y N rows of M floats. False (and
 // nothing computed) where the CPU lacks AVX-512 VNNI.
-bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y);
+bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y, bool per_row = false);
 
 }  // namespace minicpmv

@@ -41,30 +41,39 @@ struct DecoderWeights {
 // Every tensor of the decoder (llama.cpp's names and shapes) and its slot in `d`.
 void for_each_decoder_tensor(const LlmConfig & config, DecoderWeights & d, const TensorVisitor & visit);
 
-// One forward pass: n_tokens new positions in each of n_slots cache slots, all slots starting at
-// position n_past. Input is either token ids (embedded here) or ready embeddings (image positions).
+// Where one sequence of a batch keeps its keys and values: a cache, a slot of it, and how many of
+// its positions are already there.
+struct DecoderSequence {
+    const KvCache * cache = nullptr;
+    int slot = 0;
+    int n_past = 0;
+};
+
+// One forward pass: n_tokens new positions for each sequence. The sequences may live in different
+// caches and stand at different positions: the decode steps of several sessions (StepBatcher), the
+// beams of a search (one slot each), or one prompt chunk. Input is either token ids (embedded here)
+// or ready embeddings (image positions), sequence after sequence.
 struct DecoderBatch {
     int n_tokens = 0;
-    int n_slots = 1;
-    int n_past = 0;
-    bool embeddings = false;  // input is [n_embd, n_tokens·n_slots] f32 instead of token ids
-    bool all_logits = false;  // logits for every position, not only the last of each slot
+    std::vector<DecoderSequence> seqs;
+    bool embeddings = false;  // input is [n_embd, n_tokens·seqs] f32 instead of token ids
+    bool all_logits = false;  // logits for every position, not only the last of each sequence
 };
 
 struct DecoderInputs {
-    ggml_tensor * tokens = nullptr;     // i32 [n_tokens·n_slots]      (when !embeddings)
-    ggml_tensor * embd = nullptr;       // f32 [n_embd, n_tokens·n_slots] (when embeddings)
-    ggml_tensor * positions = nullptr;  // i32 [n_tokens·n_slots]
-    ggml_tensor * kq_mask = nullptr;    // f16 [n_past + n_tokens, n_tokens]: 0 or -inf (causal)
+    ggml_tensor * tokens = nullptr;       // i32 [n_tokens·seqs]         (when !embeddings)
+    ggml_tensor * embd = nullptr;         // f32 [n_embd, n_tokens·seqs] (when embeddings)
+    ggml_tensor * positions = nullptr;    // i32 [n_tokens·seqs]
+    std::vector<ggml_tensor *> kq_masks;  // per sequence f16 [n_past + n_tokens, n_tokens]: 0 or -inf (causal)
 };
 
 // Builds the graph into gf (the K/V writes included) and returns the logits tensor
-// [n_vocab, rows], rows = n_slots (last position of each slot) or n_tokens·n_slots.
+// [n_vocab, rows], rows = seqs (last position of each) or n_tokens·seqs.
 ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const LlmConfig & config, const DecoderWeights & w,
-                                  const KvCache & cache, const DecoderBatch & batch, DecoderInputs & inputs);
+                                  const DecoderBatch & batch, DecoderInputs & inputs);
 
 // Host-side values for the inputs above.
 void fill_positions(const DecoderBatch & batch, std::vector<int32_t> & positions);
-void fill_causal_mask(const DecoderBatch & batch, std::vector<uint16_t> & mask);  // f16 bits
+void fill_causal_mask(const DecoderSequence & seq, int n_tokens, std::vector<uint16_t> & mask);  // f16 bits
 
 }  // namespace minicpmv

@@ -22,7 +22,7 @@ ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOpt
             rounded_src_ = x;
             rounded_ = int8_rows(ctx_, x);
         }
-        ggml_tensor * y = int8_linear(ctx_, w, rounded_, opt.bias);
+        ggml_tensor * y = int8_linear(ctx_, w, rounded_, opt.bias, per_row_);
         if (opt.act == Activation::gelu_tanh) y = gelu_tanh(ctx_, y);
         return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
     }
@@ -56,7 +56,7 @@ ggml_tensor * GraphOps::attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor 
     };
     const int64_t n_q = q->ne[1];
     if (query_tile <= 0 || n_q <= query_tile) return flash(q, mask);
-    // Tiles of query rows, joined pairwise (a balanced tree: each row is copied log2(tiles) times).
+    // Tiles of query rows, each attended alone, then joined.
     std::vector<ggml_tensor *> tiles;
     for (int64_t i0 = 0; i0 < n_q; i0 += query_tile) {
         const int64_t n = std::min(query_tile, n_q - i0);
@@ -66,14 +66,18 @@ ggml_tensor * GraphOps::attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor 
                                                           mask->nb[2], mask->nb[3], i0 * mask->nb[1]);
         tiles.push_back(flash(qi, mi));  // [D, H, n, S]
     }
-    while (tiles.size() > 1) {
+    return concat_all(ctx_, tiles, 2);
+}
+
+ggml_tensor * concat_all(ggml_context * ctx, std::vector<ggml_tensor *> parts, int dim) {
+    while (parts.size() > 1) {
         std::vector<ggml_tensor *> joined;
-        for (size_t i = 0; i < tiles.size(); i += 2) {
-            joined.push_back(i + 1 < tiles.size() ? ggml_concat(ctx_, tiles[i], tiles[i + 1], 2) : tiles[i]);
+        for (size_t i = 0; i < parts.size(); i += 2) {
+            joined.push_back(i + 1 < parts.size() ? ggml_concat(ctx, parts[i], parts[i + 1], dim) : parts[i]);
         }
-        tiles.swap(joined);
+        parts.swap(joined);
     }
-    return tiles.front();
+    return parts.front();
 }
 
 ggml_tensor * GraphOps::name(ggml_tensor * t, const char * name, int layer) const {

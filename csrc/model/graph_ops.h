@@ -7,6 +7,7 @@
 #include "kernels/bf16_kernels.h"
 
 #include <cstdint>
+#include <vector>
 
 struct ggml_context;
 struct ggml_tensor;
@@ -16,8 +17,9 @@ namespace minicpmv {
 class GraphOps {
   public:
     // bf16: products over f16/bf16/quantized weights, attention and LayerNorm through the bf16 kernels
-    // (where the weight allows); false: ggml's operations at the file's precision.
-    GraphOps(ggml_context * ctx, bool bf16) : ctx_(ctx), bf16_(bf16) {}
+    // (where the weight allows); false: ggml's operations at the file's precision. per_row: every row
+    // of a product computed as if it were alone (decode steps of batched sequences).
+    GraphOps(ggml_context * ctx, bool bf16, bool per_row = false) : ctx_(ctx), bf16_(bf16), per_row_(per_row) {}
 
     ggml_context * ctx() const { return ctx_; }
     bool bf16() const { return bf16_; }
@@ -44,10 +46,14 @@ class GraphOps {
   private:
     ggml_context * ctx_;
     bool bf16_;
+    bool per_row_;
     // The int8 kernels round each activation once for every product that reads it.
     ggml_tensor * rounded_src_ = nullptr;
     ggml_tensor * rounded_ = nullptr;
 };
+
+// parts joined along dim, pairwise (a balanced tree: each element is copied log2(parts) times).
+ggml_tensor * concat_all(ggml_context * ctx, std::vector<ggml_tensor *> parts, int dim);
 
 // gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), from exact operations.
 ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x);

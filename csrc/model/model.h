@@ -1,9 +1,11 @@
 // The loaded model: immutable after construction and shareable between sessions (docs/architecture.md §2).
-// Owns the file mapping, the weights on the chosen device and the tokenizer.
+// Owns the file mapping, the weights on the chosen device and the tokenizer, and the StepBatcher through
+// which its sessions take turns on the device (its one mutable part, thread-safe).
 #pragma once
 
 #include "model/decoder.h"
 #include "model/model_config.h"
+#include "model/step_batcher.h"
 
 #include <memory>
 #include <string>
@@ -47,6 +49,7 @@ class Model {
     size_t weights_bytes() const;
     // The vision half, or nullptr without an mmproj file.
     const VisionModel * vision() const { return vision_.get(); }
+    StepBatcher & steps() const { return steps_; }
 
   private:
     std::unique_ptr<GgufFile> file_;
@@ -57,6 +60,7 @@ class Model {
     DecoderWeights decoder_;
     std::vector<int32_t> stop_ids_;
     std::unique_ptr<VisionModel> vision_;
+    mutable StepBatcher steps_;
 };
 
 }  // namespace minicpmv

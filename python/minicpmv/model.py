@@ -522,6 +522,12 @@ class Model:
     def config(self) -> _core.LlmConfig:
         return self._model.config
 
+    @property
+    def decode_counts(self) -> tuple[int, int]:
+        """(decode steps so far, graphs they ran in): conversations generating at the same time on
+        different threads decode in shared graphs, one pass over the weights for all."""
+        return self._model.decode_counts
+
     def tokenize(self, text: str, parse_special: bool = False) -> list[int]:
         return self._model.tokenizer.encode(text, parse_special)
 

@@ -75,9 +75,10 @@ class Engine:
     def __init__(self, model: Model, parallel: int, limits: Limits, n_threads: int | None):
         if parallel < 1:
             raise _core.InvalidArgumentError(f"parallel must be >= 1, got {parallel}")
-        threads = n_threads or os.cpu_count() or 1
         self.model, self.limits = model, limits
-        self.slots = [Slot(model.conversation(n_threads=max(1, threads // parallel))) for _ in range(parallel)]
+        # The slots take turns on the CPU (their decode steps as one graph), each with every thread.
+        threads = n_threads or os.cpu_count() or 1
+        self.slots = [Slot(model.conversation(n_threads=threads)) for _ in range(parallel)]
         self._free = asyncio.Condition()
         self.waiting = 0
 
@@ -305,7 +306,15 @@ def create_app(
     @app.get("/health")
     async def health():
         e = engine()
-        return {"status": "ok", "slots": len(e.slots), "busy": sum(s.busy for s in e.slots), "waiting": e.waiting}
+        steps, batches = model.decode_counts
+        return {
+            "status": "ok",
+            "slots": len(e.slots),
+            "busy": sum(s.busy for s in e.slots),
+            "waiting": e.waiting,
+            "decode_steps": steps,  # tokens decoded so far, in
+            "decode_batches": batches,  # this many graphs (the slots' steps run together)
+        }
 
     @app.get("/v1/models")
     async def models():
