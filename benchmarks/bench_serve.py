@@ -1,6 +1,6 @@
 """Total decode speed of `minicpmv serve` with 1, 2 and 4 concurrent streams, beside llama-cpp-python's
 OpenAI server on the same files (the `full` synthetic Q4_K_M + f16 vision files of bench-cache/, the
-same threads), both through the OpenAI API on 127.0.0.1.
+same threads), both as server processes answering the OpenAI API on 127.0.0.1.
 
     python benchmarks/bench_serve.py [--streams 1,2,4] [--tokens 64] [--threads 2]
                                      [--llama-cpp-path /work/llama-cpp-python]
@@ -20,12 +20,13 @@ left out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -70,33 +71,46 @@ def rates(url: str, n: int, tokens: int) -> tuple[float, float, int]:
     return decode, total / (max(r[-1] for r in runs) - start), total
 
 
-def free_port() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, env: dict | None = None):
+    """A server process on 127.0.0.1:port, ready once GET /v1/models answers."""
+    log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would stop the server once full
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"{command[2]} exited: {log.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+        log.close()
 
 
 def ours(llm: Path, mmproj: Path, counts: list[int], args) -> dict[int, tuple]:
-    import uvicorn
-
-    import minicpmv
-    from minicpmv.server import create_app
-
-    model = minicpmv.Model(llm, mmproj_path=mmproj, n_ctx=1024, n_threads=args.threads)
     out = {}
     for n in counts:
-        app = create_app(model, "bench", parallel=n, n_threads=args.threads)
-        sock = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        out[n] = rates(f"http://127.0.0.1:{sock.getsockname()[1]}", n, args.tokens)
-        server.should_exit = True
-        thread.join()
-    steps, batches = model.decode_counts
-    print(f"ours: {steps} decode steps in {batches} graphs")
+        port = free_port()
+        command = [sys.executable, "-m", "minicpmv.cli", "serve", "-m", str(llm), "--mmproj", str(mmproj),
+                   "--parallel", str(n), "-t", str(args.threads), "-c", "1024", "--alias", "bench", "--port", str(port)]  # fmt: skip
+        with server(command, port) as url:
+            out[n] = rates(url, n, args.tokens)
+            health = json.load(urllib.request.urlopen(f"{url}/health"))
+        print(f"ours, {n} stream(s): decode {out[n][0]:.2f} tok/s in all, end to end {out[n][1]:.2f} "
+              f"({health['decode_steps']} steps in {health['decode_batches']} graphs)", flush=True)  # fmt: skip
     return out
 
 
@@ -104,28 +118,18 @@ def llama_cpp(llm: Path, mmproj: Path, counts: list[int], args) -> dict[int, tup
     if not (args.llama_cpp_path / "llama_cpp" / "server").is_dir():
         print(f"llama-cpp-python's server not found under {args.llama_cpp_path}: its rows are left out")
         return {}
-    sock = free_port()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {**os.environ, "PYTHONPATH": str(args.llama_cpp_path)}
+    port = free_port()
+    # interrupt_requests off: by default a new request cuts the running one short instead of waiting.
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(llm), "--clip_model_path", str(mmproj),
                "--chat_format", "minicpm-v-2.6", "--n_threads", str(args.threads), "--n_threads_batch",
-               str(args.threads), "--n_ctx", "1024", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"llama-cpp-python's server exited: {server.stderr.read()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{url}/v1/models", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        return {n: rates(url, n, args.tokens) for n in counts}
-    finally:
-        server.terminate()
-        server.wait()
+               str(args.threads), "--n_ctx", "1024", "--interrupt_requests", "False", "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
+    out = {}
+    with server(command, port, {"PYTHONPATH": str(args.llama_cpp_path)}) as url:
+        for n in counts:
+            out[n] = rates(url, n, args.tokens)
+            print(f"llama.cpp, {n} stream(s): decode {out[n][0]:.2f} tok/s, end to end {out[n][1]:.2f}", flush=True)
+    return out
 
 
 def main() -> None:

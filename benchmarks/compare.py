@@ -26,7 +26,9 @@ mapping, like `ours`).
 `torch` times the PyTorch float32 reference of the tests (tests/reference/models.py) on the vision rows,
 from the checkpoint's safetensors. The memory read bandwidth of the machine (benchmarks/membw.c, same
 thread count) turns the decode rate into a fraction of the bandwidth limit: tokens/s × bytes read per
-token / bandwidth.
+token / bandwidth; the in-register peaks of the dot-product instructions (benchmarks/peak.c) turn
+prefill and encode into fractions of the compute limit (int8 for the Q4_K_M prompt kernels, bf16 for
+the vision tower; the AVX2 instructions where the CPU has no AVX-512).
 
 llama-cpp-python is a benchmark-only dependency. Do not install it into the project's environment: its
 wheel writes ggml 0.25 headers and libraries into site-packages/include and site-packages/lib, over
@@ -323,6 +325,30 @@ def memory_bandwidth(cache_dir: Path, threads: int) -> float | None:
     return float(out.stdout.strip()) * 1e9
 
 
+def peak_rates(cache_dir: Path, threads: int) -> dict[str, float]:
+    """In-register G ops/s of each dot-product instruction this CPU has (benchmarks/peak.c)."""
+    exe = cache_dir / "peak"
+    src = HERE / "peak.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        r = subprocess.run(["cc", "-O2", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"cannot build peak.c: {r.stderr.strip()}")
+            return {}
+    out = subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout
+    return {name: float(rate) for name, rate in (line.split() for line in out.splitlines())}
+
+
+def product_ops(path: Path, prefix: str, skip: tuple[str, ...] = ()) -> int:
+    """Multiplies and adds per input row of every 2-d weight under `prefix` (2 · rows · columns)."""
+    from gguf import GGUFReader
+
+    return sum(
+        2 * int(t.shape[0]) * int(t.shape[1])
+        for t in GGUFReader(path).tensors
+        if t.name.startswith(prefix) and len(t.shape) == 2 and not t.name.startswith(skip)
+    )
+
+
 def decode_bytes_per_token(llm: Path) -> int:
     """Bytes of weights a decoder step reads: all tensors but the token embedding (one row of it)."""
     from gguf import GGUFReader
@@ -497,6 +523,31 @@ def main() -> None:
             if "decode_64" in med[e]:
                 frac = med[e]["decode_64"] * per_token / bandwidth
                 print(f"  {e}: {med[e]['decode_64']:.2f} tok/s = {frac * 100:.0f} % of the bandwidth limit")
+    peaks = peak_rates(args.cache_dir, args.threads)
+    if peaks:
+        from gguf import GGUFReader
+
+        print(f"\nin-register peaks ({args.threads} threads, benchmarks/peak.c, G ops/s): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))  # fmt: skip
+        # Prefill: the layers' products per token (lm_head runs for the last token only; attention over
+        # at most 512 keys adds < 3 %). Encode: the tower's products for 1024 patches plus attention
+        # (QKᵀ and AV over 1024 keys); the resampler (< 1 %) left out.
+        llm_ops = product_ops(files["llm"], "blk.")
+        vit_ops = 1024 * product_ops(files["mmproj"], "v.blk.")
+        vit_layers = sum(1 for t in GGUFReader(files["mmproj"]).tensors if t.name.endswith("attn_q.weight"))
+        vit_ops += vit_layers * 2 * 2 * 1024 * 1024 * 1152
+        int8_peak = peaks.get("int8_vnni512") or peaks.get("int8_avx2")
+        bf16_peak = peaks.get("bf16_512") or peaks.get("f32_fma256")
+        for e in names:
+            parts = []
+            if "prefill_512" in med[e] and int8_peak:
+                rate = med[e]["prefill_512"] * llm_ops / 1e9
+                parts.append(f"prefill {rate:.0f} G ops/s = {rate / int8_peak * 100:.0f} % of the int8 peak")
+            if "encode_448" in med[e] and bf16_peak:
+                rate = vit_ops / med[e]["encode_448"] / 1e9
+                parts.append(f"encode 448 {rate:.0f} G ops/s = {rate / bf16_peak * 100:.0f} % of the bf16 peak")
+            if parts:
+                print(f"  {e}: " + "; ".join(parts))
     reference = args.dump_dir / "torch-448.npy"
     if reference.exists():
         ref = np.load(reference)

@@ -135,6 +135,62 @@ def test_native_cli_chats(tiny_gguf_f32):
     assert out.stdout == expected + "\n"
 
 
+def test_native_cli_reads_images_as_pillow_does(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
+    # The answer about each file equals model.chat about Image.open(file): the same pixels to the bit
+    # (any differing pixel changes the tiny model's greedy reply with near certainty).
+    from PIL import Image
+    from test_vision import picture
+
+    cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
+    model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32)
+    rgb = picture(300, 200, 7)
+    files = {
+        "photo.jpg": lambda p: rgb.save(p, quality=85),  # 4:2:0 chroma, as cameras write
+        "gray.jpg": lambda p: rgb.convert("L").save(p),
+        "photo.png": lambda p: rgb.save(p),
+        "palette-alpha.png": lambda p: rgb.convert("RGBA").quantize(16).save(p, transparency=3),
+        "rgba.png": lambda p: Image.merge("RGBA", (*rgb.split(), rgb.convert("L"))).save(p),
+        "interlaced-gray.png": lambda p: rgb.convert("L").save(p, interlace=1),
+        "photo.ppm": lambda p: rgb.save(p),
+        "a-png-named.jpg": lambda p: rgb.save(p, format="PNG"),  # the bytes decide, not the name
+    }
+    for name, write in files.items():
+        path = tmp_path / name
+        write(path)
+        out = _run([str(cli), "-m", str(tiny_gguf_f32), "--mmproj", str(tiny_mmproj_f32), "--image", str(path),
+                    "-n", "8", "--temp", "0", "--repeat-penalty", "1", "-p", "What is in the image?"])  # fmt: skip
+        assert out.returncode == 0, (name, out.stderr)
+        with Image.open(path) as image:
+            msgs = [{"role": "user", "content": [image.convert("RGB"), "What is in the image?"]}]
+        expected = model.chat(msgs, sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=8)
+        assert out.stdout == expected + "\n", name
+
+
+def test_native_cli_refuses_bad_image_files_by_name(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
+    from test_vision import picture
+
+    cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
+    jpeg = tmp_path / "cut.jpg"
+    picture(64, 64, 1).save(jpeg)
+    jpeg.write_bytes(jpeg.read_bytes()[:300])
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (tmp_path / "huge.ppm").write_bytes(b"P6 100000 100000 255\n\0\0\0")
+    cases = {
+        "cut.jpg": "not a readable JPEG file (Premature end of JPEG file)",
+        "notes.txt": "not an image this program reads (JPEG, PNG, PPM/PGM)",
+        "broken.png": "not a readable PNG file",
+        "huge.ppm": "is too large",
+        "missing.png": "No such file or directory",
+    }
+    for name, message in cases.items():
+        out = _run([str(cli), "-m", str(tiny_gguf_f32), "--mmproj", str(tiny_mmproj_f32), "--image",
+                    str(tmp_path / name), "-p", "What is it?"])  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr and str(tmp_path / name) in out.stderr, (name, out.stderr)
+    out = _run([str(cli), "-m", str(tiny_gguf_f32), "--image", str(jpeg), "-p", "What is it?"])
+    assert out.returncode == 2 and "--image needs the vision file: --mmproj" in out.stderr, out.stderr
+
+
 def test_console_script_is_installed():
     scripts = Path(sysconfig.get_path("scripts"))
     assert (scripts / "minicpmv").exists()

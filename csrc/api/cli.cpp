@@ -1,6 +1,8 @@
 // minicpmv-cli: the native command line, on the same core as the Python binding.
-//   minicpmv-cli -m model.gguf [-p PROMPT] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]
-//                [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]
+//   minicpmv-cli -m model.gguf [--mmproj mmproj.gguf --image FILE ...] -p PROMPT [-n MAX_NEW] [--temp T]
+//                [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS]
+//                [--device NAME]
+#include "api/image_file.h"
 #include "core/error.h"
 #include "generate/conversation.h"
 #include "model/model.h"
@@ -9,6 +11,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <vector>
 
 using namespace minicpmv;
 
@@ -16,15 +19,19 @@ namespace {
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: minicpmv-cli -m MODEL.gguf -p PROMPT [-n MAX_NEW_TOKENS] [--temp T] [--top-k K] [--top-p P]\n"
-                 "                    [--repeat-penalty R] [--seed S] [--beams N] [-c N_CTX] [-t THREADS] [--device NAME]\n"
-                 "       --temp 0 is greedy decoding; --beams N is beam search (HF chat(sampling=False) uses 3)\n");
+                 "usage: minicpmv-cli -m MODEL.gguf [--mmproj MMPROJ.gguf --image FILE ...] -p PROMPT [-n MAX_NEW_TOKENS]\n"
+                 "                    [--temp T] [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--beams N]\n"
+                 "                    [-c N_CTX] [-t THREADS] [--device NAME]\n"
+                 "       --image (repeatable) goes before the prompt in the message; it reads %s files\n"
+                 "       --temp 0 is greedy decoding; --beams N is beam search (HF chat(sampling=False) uses 3)\n",
+                 image_file_formats().c_str());
 }
 
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::string model_path, prompt, device = default_model_params().device;
+    std::string model_path, mmproj_path, prompt, device = default_model_params().device;
+    std::vector<std::string> image_paths;
     GenerateParams gen = default_generate_params();
     SessionParams sp = default_session_params();
     bool penalty_set = false;
@@ -37,6 +44,10 @@ int main(int argc, char ** argv) {
             };
             if (a == "-m" || a == "--model")
                 model_path = next();
+            else if (a == "--mmproj")
+                mmproj_path = next();
+            else if (a == "--image")
+                image_paths.push_back(next());
             else if (a == "-p" || a == "--prompt")
                 prompt = next();
             else if (a == "-n" || a == "--max-new-tokens")
@@ -73,11 +84,18 @@ int main(int argc, char ** argv) {
             usage();
             return 2;
         }
+        if (!image_paths.empty() && mmproj_path.empty()) {
+            throw Error(ErrorCode::invalid_argument, "--image needs the vision file: --mmproj MMPROJ.gguf");
+        }
         if (!penalty_set) gen.beam.repetition_penalty = default_beam_search_params().repetition_penalty;
+        // Images first: a bad file is reported before the model loads.
+        std::vector<RgbImage> images;
+        for (const std::string & path : image_paths) images.push_back(read_image_file(path));
         ModelParams mp = default_model_params();
         mp.device = device;
-        Model model(model_path, "", mp);
+        Model model(model_path, mmproj_path, mp);
         Conversation conversation(model, sp);
+        for (RgbImage & image : images) conversation.add_image(std::move(image));
         conversation.add_text(prompt);
         conversation.generate(gen, default_chat_options(), [](const std::string & piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
