@@ -15,72 +15,87 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-/* Twelve independent accumulators hide each instruction's latency; the result is kept alive through
- * a volatile sink so the loop is not removed. */
-#define ACCUMULATORS 12
+/* Twelve independent accumulators, each its own variable so that they live in registers, hide each
+ * instruction's latency; the result goes to a volatile sink so the loop is not removed. */
+#define REPEAT12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 static volatile float sink;
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static long run_int8_vnni512(long iters) {
-    __m512i acc[ACCUMULATORS];
     const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-    for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm512_set1_epi32(i);
+#define DECLARE(i) __m512i acc##i = _mm512_set1_epi32(i);
+#define STEP(i) acc##i = _mm512_dpbusd_epi32(acc##i, a, b);
+#define SUM(i) total = _mm512_add_epi32(total, acc##i);
+    REPEAT12(DECLARE)
     for (long n = 0; n < iters; ++n) {
-        for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-        __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[11]));
+        REPEAT12(STEP)
     }
-    for (int i = 1; i < ACCUMULATORS; ++i) acc[0] = _mm512_add_epi32(acc[0], acc[i]);
-    sink = (float)_mm512_reduce_add_epi32(acc[0]);
-    return iters * ACCUMULATORS * 128;
+    __m512i total = _mm512_setzero_si512();
+    REPEAT12(SUM)
+    sink = (float)_mm512_reduce_add_epi32(total);
+    return iters * 12 * 128;
+#undef DECLARE
+#undef STEP
+#undef SUM
 }
 
 __attribute__((target("avx512f,avx512bf16"))) static long run_bf16_512(long iters) {
-    __m512 acc[ACCUMULATORS];
     const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f00);
-    for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm512_set1_ps((float)i);
+#define DECLARE(i) __m512 acc##i = _mm512_set1_ps((float)i);
+#define STEP(i) acc##i = _mm512_dpbf16_ps(acc##i, a, b);
+#define SUM(i) total = _mm512_add_ps(total, acc##i);
+    REPEAT12(DECLARE)
     for (long n = 0; n < iters; ++n) {
-        for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-        __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[11]));
+        REPEAT12(STEP)
     }
-    for (int i = 1; i < ACCUMULATORS; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    sink = _mm512_reduce_add_ps(acc[0]);
-    return iters * ACCUMULATORS * 64;
+    __m512 total = _mm512_setzero_ps();
+    REPEAT12(SUM)
+    sink = _mm512_reduce_add_ps(total);
+    return iters * 12 * 64;
+#undef DECLARE
+#undef STEP
+#undef SUM
 }
 
 /* The products do not depend on the sums, so their inputs are made opaque each round (no instruction:
  * the compiler may not hoist them); six pairs of registers fit the 16 that AVX2 has. */
 __attribute__((target("avx2"))) static long run_int8_avx2(long iters) {
-    __m256i acc[6], w[6];
     const __m256i a = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    for (int i = 0; i < 6; ++i) {
-        acc[i] = _mm256_set1_epi32(i);
-        w[i] = _mm256_set1_epi8((char)(i - 3));
-    }
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0;
+    __m256i w0 = _mm256_set1_epi8(-3), w1 = _mm256_set1_epi8(-2), w2 = _mm256_set1_epi8(-1);
+    __m256i w3 = _mm256_set1_epi8(1), w4 = _mm256_set1_epi8(2), w5 = _mm256_set1_epi8(3);
+#define STEP(i) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w##i), ones));
     for (long n = 0; n < iters; ++n) {
-        __asm__ volatile("" : "+x"(w[0]), "+x"(w[1]), "+x"(w[2]), "+x"(w[3]), "+x"(w[4]), "+x"(w[5]));
-        for (int i = 0; i < 6; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w[i]), ones));
+        __asm__ volatile("" : "+x"(w0), "+x"(w1), "+x"(w2), "+x"(w3), "+x"(w4), "+x"(w5));
+        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5)
     }
-    for (int i = 1; i < 6; ++i) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+#undef STEP
+    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(acc0, acc1), _mm256_add_epi32(acc2, acc3)),
+                                           _mm256_add_epi32(acc4, acc5));
     int out[8];
-    _mm256_storeu_si256((__m256i *)out, acc[0]);
+    _mm256_storeu_si256((__m256i *)out, total);
     sink = (float)out[0];
     return iters * 6 * 64; /* 32 products summed into 8 lanes */
 }
 
 __attribute__((target("avx2,fma"))) static long run_f32_fma256(long iters) {
-    __m256 acc[ACCUMULATORS];
     const __m256 a = _mm256_set1_ps(1.0001f), b = _mm256_set1_ps(0.9999f);
-    for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm256_set1_ps((float)i);
+#define DECLARE(i) __m256 acc##i = _mm256_set1_ps((float)i);
+#define STEP(i) acc##i = _mm256_fmadd_ps(a, acc##i, b);
+#define SUM(i) total = _mm256_add_ps(total, acc##i);
+    REPEAT12(DECLARE)
     for (long n = 0; n < iters; ++n) {
-        for (int i = 0; i < ACCUMULATORS; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
-        __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[11]));
+        REPEAT12(STEP)
     }
-    for (int i = 1; i < ACCUMULATORS; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    __m256 total = _mm256_setzero_ps();
+    REPEAT12(SUM)
     float out[8];
-    _mm256_storeu_ps(out, acc[0]);
+    _mm256_storeu_ps(out, total);
     sink = out[0];
-    return iters * ACCUMULATORS * 16;
+    return iters * 12 * 16;
+#undef DECLARE
+#undef STEP
+#undef SUM
 }
 
 /* Best of a few rounds of `seconds` each, all threads running the probe at once. */
