@@ -35,13 +35,19 @@ def gguf_parts(tiny_gguf_f16):
 
 
 def write_variant(
-    parts, dst: Path, arch: str | None = None, drop: str | None = None, reshape: str | None = None
+    parts,
+    dst: Path,
+    arch: str | None = None,
+    drop: str | None = None,
+    reshape: str | None = None,
+    values: dict | None = None,
 ) -> Path:
-    """A copy of the tiny GGUF with its architecture renamed, one tensor left out or one tensor cut in half."""
+    """A copy of the tiny GGUF with its architecture renamed, one tensor left out, one tensor cut in half
+    or some metadata values replaced."""
     src_arch, fields, tensors = parts
     writer = GGUFWriter(dst, arch or src_arch)
     for name, value, vtype, sub in fields:
-        writer.add_key_value(name, value, vtype, sub_type=sub)
+        writer.add_key_value(name, (values or {}).get(name, value), vtype, sub_type=sub)
     for name, data, dtype in tensors:
         if name == drop:
             continue
@@ -95,6 +101,48 @@ def test_missing_tensor(gguf_parts, tmp_path):
     path = write_variant(gguf_parts, tmp_path / "missing.gguf", drop="blk.1.ffn_up.weight")
     with pytest.raises(minicpmv.ModelFormatError, match="blk.1.ffn_up.weight' is missing"):
         minicpmv.Model(path)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("qwen2.rope.freq_base", float("inf"), "rope.freq_base must be a finite number above 1, got inf"),
+        ("qwen2.rope.freq_base", float("nan"), "rope.freq_base must be a finite number above 1"),
+        ("qwen2.attention.layer_norm_rms_epsilon", float("inf"), r"RMS norm epsilon must lie in \(0, 1\), got inf"),
+        ("qwen2.attention.layer_norm_rms_epsilon", 0.0, r"RMS norm epsilon must lie in \(0, 1\)"),
+        ("qwen2.attention.head_count", 64, "head dimension 4 is not a multiple of 8"),
+    ],
+)
+def test_absurd_llm_hyper_parameters_are_refused(gguf_parts, tmp_path, key, value, match):
+    path = write_variant(gguf_parts, tmp_path / "absurd.gguf", values={key: value})
+    with pytest.raises(minicpmv.ModelFormatError, match=match):
+        minicpmv.Model(path)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("clip.vision.image_size", 14, "image_size 14 is not 2 to 70 patches of 14"),
+        ("clip.vision.image_size", 1000, "image_size 1000 is not 2 to 70 patches of 14"),
+        ("clip.vision.attention.head_count", 12, "12 heads of 8 values"),  # legal: loads
+        ("clip.vision.attention.head_count", 48, "48 heads of 2 values: not a multiple of 8"),
+        ("clip.vision.attention.layer_norm_epsilon", float("inf"), r"layer norm epsilon must lie in \(0, 1\), got inf"),
+    ],
+)
+def test_absurd_vision_hyper_parameters_are_refused(tiny_gguf_f32, tiny_mmproj_f16, tmp_path, key, value, match):
+    reader = GGUFReader(tiny_mmproj_f16)
+    fields = [
+        (f.name, f.contents(), f.types[0], f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None)
+        for f in reader.fields.values()
+        if not f.name.startswith("GGUF.") and f.name != "general.architecture"
+    ]
+    parts = ("clip", fields, [(t.name, np.array(t.data), t.tensor_type) for t in reader.tensors])
+    path = write_variant(parts, tmp_path / "absurd-mmproj.gguf", values={key: value})
+    if "heads of 8" in match:
+        minicpmv.Model(tiny_gguf_f32, mmproj_path=path)
+        return
+    with pytest.raises(minicpmv.ModelFormatError, match=match):
+        minicpmv.Model(tiny_gguf_f32, mmproj_path=path)
 
 
 def test_wrong_tensor_shape(gguf_parts, tmp_path):

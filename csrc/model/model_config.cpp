@@ -4,6 +4,7 @@
 #include "core/gguf_file.h"
 #include "core/gguf_keys.h"
 
+#include <cmath>
 #include <string>
 
 namespace minicpmv {
@@ -35,8 +36,12 @@ LlmConfig read_llm_config(const GgufFile & file) {
     require(c.n_head > 0 && c.n_embd % c.n_head == 0, "embedding_length must be a multiple of head_count");
     require(c.n_head_kv > 0 && c.n_head % c.n_head_kv == 0, "head_count must be a multiple of head_count_kv");
     c.head_dim = c.n_embd / c.n_head;
-    require(c.head_dim % 2 == 0, "head dimension must be even for RoPE");
-    require(c.rope_freq_base > 0.0f && c.rms_eps > 0.0f, "rope.freq_base and rms epsilon must be positive");
+    // Every Qwen2 head is a multiple of 8 wide (128 in Qwen2-7B); other widths come from an edited file.
+    require(c.head_dim % 8 == 0, "head dimension " + std::to_string(c.head_dim) + " is not a multiple of 8");
+    require(std::isfinite(c.rope_freq_base) && c.rope_freq_base > 1.0f,
+            "rope.freq_base must be a finite number above 1, got " + std::to_string(c.rope_freq_base));
+    require(std::isfinite(c.rms_eps) && c.rms_eps > 0.0f && c.rms_eps < 1.0f,
+            "the RMS norm epsilon must lie in (0, 1), got " + std::to_string(c.rms_eps));
     return c;
 }
 

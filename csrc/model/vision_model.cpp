@@ -38,10 +38,17 @@ VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
     c.image_size = f.get_size(keys::clip_image_size);
     c.eps = f.get_f32(keys::clip_layer_norm_eps);
     if (c.n_embd <= 0 || c.n_ff <= 0 || c.n_layer <= 0 || c.patch_size <= 0 || c.image_size <= 0 || c.n_head <= 0 ||
-        c.n_embd % c.n_head != 0 || !(c.eps > 0.0f)) {
+        c.n_embd % c.n_head != 0) {
         fail("inconsistent vision hyper-parameters");
     }
+    if (!(std::isfinite(c.eps) && c.eps > 0.0f && c.eps < 1.0f)) {
+        fail("the layer norm epsilon must lie in (0, 1), got " + std::to_string(c.eps));
+    }
     c.head_dim = c.n_embd / c.n_head;
+    // SigLIP's heads are 72 wide; a width that is not a multiple of 8 comes from an edited file.
+    if (c.head_dim % 8 != 0) {
+        fail(std::to_string(c.n_head) + " heads of " + std::to_string(c.head_dim) + " values: not a multiple of 8");
+    }
 
     const ggml_tensor * pos = f.tensor("v.position_embd.weight");
     const ggml_tensor * query = f.tensor("resampler.query");
@@ -49,6 +56,13 @@ VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
     if (query == nullptr) fail("tensor 'resampler.query' is missing");
     c.pos_side = static_cast<int32_t>(std::lround(std::sqrt(static_cast<double>(pos->ne[1]))));
     if (static_cast<int64_t>(c.pos_side) * c.pos_side != pos->ne[1]) fail("the position table is not square");
+    // image_size is the slices' scale resolution (448: 32 patches a side), within the position table's
+    // side (70); a slice of one patch would come from an edited file.
+    const int32_t slice_side = c.image_size / c.patch_size;
+    if (c.image_size % c.patch_size != 0 || slice_side < 2 || slice_side > c.pos_side) {
+        fail("image_size " + std::to_string(c.image_size) + " is not 2 to " + std::to_string(c.pos_side) + " patches of " +
+             std::to_string(c.patch_size) + " (the position table's side)");
+    }
     c.embed = static_cast<int32_t>(query->ne[0]);
     c.n_query = static_cast<int32_t>(query->ne[1]);
     if (c.embed % kResamplerHeadDim != 0) fail("resampler width " + std::to_string(c.embed) + " is not a multiple of 128");
