@@ -91,6 +91,34 @@ def test_truncated_header(tiny_gguf_f32, tmp_path):
         minicpmv.Model(path)
 
 
+def zero_dimension(src: Path, dst: Path, tensor: str, dim: int) -> Path:
+    """A copy of src with one dimension of one tensor's description set to 0."""
+    data = bytearray(Path(src).read_bytes())
+    name = tensor.encode()
+    at = data.index(len(name).to_bytes(8, "little") + name) + 8 + len(name)
+    assert dim < int.from_bytes(data[at : at + 4], "little")
+    data[at + 4 + 8 * dim : at + 12 + 8 * dim] = bytes(8)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("tensor,dim", [("blk.0.attn_q.bias", 0), ("output.weight", 1), ("token_embd.weight", 0)])
+def test_a_zero_dimension_is_refused_not_divided_by(tiny_gguf_f32, tmp_path, tensor, dim):
+    # ggml's parser divides by every dimension (SIGFPE) before it checks anything: found before it runs.
+    path = zero_dimension(tiny_gguf_f32, tmp_path / "zero.gguf", tensor, dim)
+    with pytest.raises(minicpmv.ModelFormatError, match=f"tensor '{tensor}' has a zero dimension"):
+        minicpmv.Model(path)
+    cli = Path(minicpmv.__file__).parent / "minicpmv-cli"
+    out = subprocess.run([str(cli), "-m", str(path), "-p", "hi"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "has a zero dimension" in out.stderr, out.stderr
+
+
+def test_a_zero_dimension_in_the_vision_file_is_refused(tiny_gguf_f32, tiny_mmproj_f16, tmp_path):
+    path = zero_dimension(tiny_mmproj_f16, tmp_path / "zero-mmproj.gguf", "v.blk.1.attn_k.weight", 1)
+    with pytest.raises(minicpmv.ModelFormatError, match="tensor 'v.blk.1.attn_k.weight' has a zero dimension"):
+        minicpmv.Model(tiny_gguf_f32, mmproj_path=path)
+
+
 def test_other_architecture(gguf_parts, tmp_path):
     path = write_variant(gguf_parts, tmp_path / "llama.gguf", arch="llama")
     with pytest.raises(minicpmv.ModelFormatError, match="architecture is 'llama'"):

@@ -21,6 +21,90 @@ namespace {
     throw Error(ErrorCode::bad_format, path + ": " + what);
 }
 
+// Reads the header's fields in order; any read past the end is a truncated file.
+class HeaderCursor {
+  public:
+    HeaderCursor(const void * data, size_t size, const std::string & path)
+        : p_(static_cast<const uint8_t *>(data)), size_(size), path_(path) {}
+
+    uint64_t u64() { return read<uint64_t>(); }
+    uint32_t u32() { return read<uint32_t>(); }
+    void skip(uint64_t n) {
+        if (n > size_ - pos_) bad_format(path_, "malformed or truncated GGUF header");
+        pos_ += n;
+    }
+    std::string string() {
+        const uint64_t n = u64();
+        skip(n);
+        return std::string(reinterpret_cast<const char *>(p_ + pos_ - n), n);
+    }
+    // Bytes left: a count of entries larger than this cannot be real.
+    uint64_t left() const { return size_ - pos_; }
+
+  private:
+    template <typename T>
+    T read() {
+        skip(sizeof(T));
+        T v;
+        std::memcpy(&v, p_ + pos_ - sizeof(T), sizeof v);
+        return v;
+    }
+
+    const uint8_t * p_;
+    size_t size_;
+    size_t pos_ = 0;
+    const std::string & path_;
+};
+
+// Walks the header up to the tensor descriptions and refuses a zero dimension, which ggml's parser
+// divides by (SIGFPE) before it checks anything else. The rest (types, sizes, offsets) ggml checks.
+void check_tensor_dims(const void * data, size_t size, const std::string & path) {
+    HeaderCursor c(data, size, path);
+    c.skip(4);  // magic
+    const uint32_t version = c.u32();
+    if (version != 2 && version != 3) return;  // ggml refuses these itself
+    const uint64_t n_tensors = c.u64(), n_kv = c.u64();
+    if (n_tensors > c.left() || n_kv > c.left()) bad_format(path, "malformed GGUF header (impossible counts)");
+    auto skip_value = [&](uint32_t type) {
+        switch (type) {
+            case GGUF_TYPE_UINT8:
+            case GGUF_TYPE_INT8:
+            case GGUF_TYPE_BOOL: c.skip(1); break;
+            case GGUF_TYPE_UINT16:
+            case GGUF_TYPE_INT16: c.skip(2); break;
+            case GGUF_TYPE_UINT32:
+            case GGUF_TYPE_INT32:
+            case GGUF_TYPE_FLOAT32: c.skip(4); break;
+            case GGUF_TYPE_UINT64:
+            case GGUF_TYPE_INT64:
+            case GGUF_TYPE_FLOAT64: c.skip(8); break;
+            case GGUF_TYPE_STRING: c.skip(c.u64()); break;
+            default: bad_format(path, "malformed GGUF header (value type " + std::to_string(type) + ")");
+        }
+    };
+    for (uint64_t i = 0; i < n_kv; ++i) {
+        c.skip(c.u64());  // key
+        const uint32_t type = c.u32();
+        if (type != GGUF_TYPE_ARRAY) {
+            skip_value(type);
+            continue;
+        }
+        const uint32_t element = c.u32();
+        const uint64_t n = c.u64();
+        if (n > c.left()) bad_format(path, "malformed GGUF header (array of " + std::to_string(n) + " values)");
+        for (uint64_t j = 0; j < n; ++j) skip_value(element);
+    }
+    for (uint64_t i = 0; i < n_tensors; ++i) {
+        const std::string name = c.string();
+        const uint32_t n_dims = c.u32();
+        if (n_dims > GGML_MAX_DIMS) return;  // ggml refuses it
+        for (uint32_t d = 0; d < n_dims; ++d) {
+            if (c.u64() == 0) bad_format(path, "tensor '" + name + "' has a zero dimension");
+        }
+        c.skip(4 + 8);  // type, offset
+    }
+}
+
 }  // namespace
 
 GgufFile::GgufFile(const std::string & path) : path_(path) {
@@ -50,7 +134,14 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         throw Error(ErrorCode::io, "cannot map '" + path + "': " + std::strerror(errno));
     }
 
-    // Parse the header from the mapping; gguf.h returns null (it does not abort) on malformed input.
+    // Parse the header from the mapping; gguf.h returns null (it does not abort) on malformed input,
+    // once the zero dimensions it would divide by are refused.
+    try {
+        check_tensor_dims(map_, map_size_, path);
+    } catch (...) {
+        release();
+        throw;
+    }
     gguf_init_params params{/*no_alloc =*/true, /*ctx =*/&meta_};
     gguf_ = gguf_init_from_buffer(map_, map_size_, params);
     if (gguf_ == nullptr) {
