@@ -252,6 +252,32 @@ def test_out_of_vocabulary_ids(model):
         model.detokenize([-1])
 
 
+def bomb_png(path: Path, side: int = 20000) -> Path:
+    """A PNG header claiming side×side pixels (no pixel data): Pillow refuses it on open as a bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_an_invalid_image(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    model = minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, n_ctx=256)
+    with pytest.raises(minicpmv.InvalidArgumentError, match="not a readable image .*decompression bomb"):
+        model.chat([{"role": "user", "content": [bomb, "What is it?"]}])
+    out = subprocess.run(
+        [sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tiny_gguf_f32), "--mmproj", str(tiny_mmproj_f32),
+         "--image", str(bomb), "What is it?"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "not a readable image" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_cli_errors_are_messages(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "minicpmv.cli", "chat", "-m", str(tmp_path / "x.gguf"), "hi"],

@@ -37,7 +37,7 @@ def _as_rgb(part, where: str):
         try:
             part = Image.open(io.BytesIO(part) if isinstance(part, (bytes, bytearray)) else part)
             part.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise _core.InvalidArgumentError(f"{where}: not a readable image ({exc})") from None
     if isinstance(part, np.ndarray):
         if part.dtype != np.uint8 or part.ndim not in (2, 3) or (part.ndim == 3 and part.shape[2] not in (1, 3, 4)):
