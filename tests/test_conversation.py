@@ -170,3 +170,34 @@ def test_loading_is_logged_at_info_through_the_logging_module(tiny_gguf_f32, tin
     with caplog.at_level(logging.WARNING, logger="minicpmv"):
         minicpmv.Model(tiny_gguf_f32)
     assert not [r for r in caplog.records if r.name == "minicpmv"]  # nothing below the logger's level
+
+
+def test_ctrl_c_stops_a_non_streaming_chat_at_the_next_token(tiny_gguf_f32, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "chat.py"
+    script.write_text(
+        "import sys, time, minicpmv\n"
+        f"model = minicpmv.Model({str(tiny_gguf_f32)!r}, n_ctx=4096)\n"
+        "msgs = [{'role': 'user', 'content': 'Tell me a long story.'}]\n"
+        "args = dict(sampling=True, do_sample=True, temperature=2.0, max_new_tokens=1000)\n"
+        "t = time.perf_counter(); model.chat(msgs, **args); print(time.perf_counter() - t, flush=True)\n"
+        "print('again', flush=True)\n"
+        "try:\n"
+        "    model.chat(msgs, **args)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    full = float(proc.stdout.readline())
+    assert proc.stdout.readline().strip() == "again"
+    time.sleep(0.3)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "interrupted"
+    waited = time.perf_counter() - sent
+    proc.wait(timeout=30)
+    assert waited < min(1.0, full / 3), (waited, full)  # one token, not the whole answer

@@ -384,7 +384,9 @@ class Conversation:
             max_inp_length, system_prompt, stream, max_slice_nums, use_image_id, kwargs,
         )  # fmt: skip
         if not stream:
-            return self._run(request).text
+            # A callback per piece runs Python on this thread between tokens, where a pending Ctrl-C
+            # raises KeyboardInterrupt and ends the generation (without one it ran to its end).
+            return self._run(request, lambda piece: True).text
         return self._stream(request)
 
     def _run(self, request: _ChatRequest, on_piece=None) -> _core.GenerateResult:
