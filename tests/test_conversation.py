@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -172,18 +173,25 @@ def test_loading_is_logged_at_info_through_the_logging_module(tiny_gguf_f32, tin
     assert not [r for r in caplog.records if r.name == "minicpmv"]  # nothing below the logger's level
 
 
-def test_ctrl_c_stops_a_non_streaming_chat_at_the_next_token(tiny_gguf_f32, tmp_path):
+@pytest.mark.parametrize(
+    "args",
+    [
+        "sampling=True, do_sample=True, temperature=2.0, max_new_tokens=1000",
+        "sampling=False, num_beams=3, repetition_penalty=1.0, length_penalty=5.0, max_new_tokens=400",
+    ],
+    ids=["sampling", "beam search"],
+)
+def test_ctrl_c_stops_a_non_streaming_chat_at_the_next_step(tiny_gguf_f32, tmp_path, args):
     import signal
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "chat.py"
     script.write_text(
         "import sys, time, minicpmv\n"
         f"model = minicpmv.Model({str(tiny_gguf_f32)!r}, n_ctx=4096)\n"
         "msgs = [{'role': 'user', 'content': 'Tell me a long story.'}]\n"
-        "args = dict(sampling=True, do_sample=True, temperature=2.0, max_new_tokens=1000)\n"
+        f"args = dict({args})\n"
         "t = time.perf_counter(); model.chat(msgs, **args); print(time.perf_counter() - t, flush=True)\n"
         "print('again', flush=True)\n"
         "try:\n"
@@ -193,6 +201,7 @@ def test_ctrl_c_stops_a_non_streaming_chat_at_the_next_token(tiny_gguf_f32, tmp_
     )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     full = float(proc.stdout.readline())
+    assert full > 1.5, full  # long enough to interrupt (a length penalty of 5 keeps the beams going)
     assert proc.stdout.readline().strip() == "again"
     time.sleep(0.3)
     sent = time.perf_counter()
@@ -200,4 +209,19 @@ def test_ctrl_c_stops_a_non_streaming_chat_at_the_next_token(tiny_gguf_f32, tmp_
     assert proc.stdout.readline().strip() == "interrupted"
     waited = time.perf_counter() - sent
     proc.wait(timeout=30)
-    assert waited < min(1.0, full / 3), (waited, full)  # one token, not the whole answer
+    assert waited < min(1.0, full / 3), (waited, full)  # one step, not the whole answer
+
+
+def test_an_abandoned_stream_is_cancelled_by_the_next_call(model):
+    conversation = model.conversation()
+    long = [{"role": "user", "content": "Tell me a long story."}]
+    stream = conversation.chat(long, stream=True, sampling=True, do_sample=True, temperature=2.0, max_new_tokens=2000)
+    first = next(stream)  # generating now, and never read again
+    started = time.perf_counter()
+    short = conversation.chat([{"role": "user", "content": "Hello"}], **GREEDY)
+    waited = time.perf_counter() - started
+    assert short == model.conversation().chat([{"role": "user", "content": "Hello"}], **GREEDY)
+    rest = "".join(stream)  # the abandoned stream ended where it was cancelled
+    assert conversation.last_result.stop_reason != "cancelled"  # the latest call's own report
+    assert waited < 5, waited  # not the 2000 tokens of the stream (~15 s on the tiny model)
+    assert len(model.tokenize(first + rest)) < 1900

@@ -509,7 +509,8 @@ minicpmv_status minicpmv_session_generate(minicpmv_session * session, const mini
         PieceCallback cb;
         if (on_piece != nullptr || c.cancel != nullptr) {
             cb = [&](const std::string & piece) {
-                bool go = on_piece == nullptr || on_piece(piece.c_str(), piece.size(), user_data);
+                // An empty piece is beam search asking whether to go on: only the flag answers.
+                bool go = on_piece == nullptr || piece.empty() || on_piece(piece.c_str(), piece.size(), user_data);
                 return go && !cancel_requested(c.cancel);
             };
         }

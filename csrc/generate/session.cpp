@@ -242,7 +242,8 @@ class SessionBeamStepper : public BeamStepper {
     int n_past_;
 };
 
-GenerateResult Session::generate_beams(const std::vector<float> & first_logits, const GenerateParams & params) {
+GenerateResult Session::generate_beams(const std::vector<float> & first_logits, const GenerateParams & params,
+                                       const PieceCallback & on_piece) {
     const int32_t n_prompt = static_cast<int32_t>(tokens_.size());
     BeamSearchParams bp = params.beam;
     // The search may not run past the context: cap its length.
@@ -255,10 +256,14 @@ GenerateResult Session::generate_beams(const std::vector<float> & first_logits, 
     ensure_slots(bp.num_beams);
     SessionBeamStepper stepper(*this, n_prompt);
     GenerateResult r;
-    r.tokens = beam_search(stepper, first_logits.data(), model_.config().n_vocab, bp, model_.stop_ids());
+    bool cancelled = false;
+    const auto on_cancel = [&] {
+        return cancelled = on_piece && !on_piece(std::string());
+    };
+    r.tokens = beam_search(stepper, first_logits.data(), model_.config().n_vocab, bp, model_.stop_ids(), on_cancel);
     // Slot 0 now holds some beam's tokens past the prompt: keep only the prompt as cached.
     truncate(n_prompt);
-    r.stop_reason = static_cast<int32_t>(r.tokens.size()) >= bp.max_new_tokens ? "length" : "stop";
+    r.stop_reason = cancelled ? "cancelled" : static_cast<int32_t>(r.tokens.size()) >= bp.max_new_tokens ? "length" : "stop";
     r.text = model_.tokenizer().decode(r.tokens);
     return r;
 }
@@ -427,7 +432,7 @@ GenerateResult Session::generate(const Prompt & prompt, const GenerateParams & p
     if (params.beam_search && params.beam.num_beams > 1) {
         GenerateParams p = params;
         p.beam.max_new_tokens = params.max_new_tokens;
-        r = generate_beams(logits, p);
+        r = generate_beams(logits, p, on_piece);
         if (on_piece && !r.text.empty()) on_piece(r.text);
     } else {
         const Tokenizer & tok = model_.tokenizer();

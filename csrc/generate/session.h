@@ -55,7 +55,9 @@ struct GenerateResult {
     double decode_ms = 0.0;
 };
 
-// Receives each new piece of text (complete UTF-8 only); return false to cancel.
+// Receives each new piece of text (complete UTF-8 only); return false to cancel. Beam search, which
+// hands over its whole answer at the end, calls it with an empty piece before each step instead, so
+// that it can be cancelled midway too.
 using PieceCallback = std::function<bool(const std::string & piece)>;
 
 class Session {
@@ -92,7 +94,8 @@ class Session {
     // Appends positions (ids, or embeddings when embd != nullptr) with their reuse keys to slot 0.
     std::vector<float> append(const std::vector<int32_t> & tokens, const float * embd, const uint64_t * keys, bool all_logits);
     void ensure_slots(int n_slots);
-    GenerateResult generate_beams(const std::vector<float> & first_logits, const GenerateParams & params);
+    GenerateResult generate_beams(const std::vector<float> & first_logits, const GenerateParams & params,
+                                  const PieceCallback & on_piece);
 
     const Model & model_;
     SessionParams params_;

@@ -315,8 +315,8 @@ typedef struct minicpmv_result {
  * conversation and the pending message are unchanged (call generate again, or clear_pending).
  *
  * Sampling and greedy decoding stream piece by piece and check the cancel flag after each token.
- * Beam search streams its whole answer at the end and checks the flag only before it starts (the
- * search itself cannot be interrupted yet). The prompt evaluation (prefill, vision encoding) is not
+ * Beam search streams its whole answer at the end and checks the flag before each step (a cancelled
+ * search answers with its best hypothesis so far). The prompt evaluation (prefill, vision encoding) is not
  * interruptible. A flag already set when generate begins gives MINICPMV_ERR_CANCELLED.
  *
  * Errors: MINICPMV_ERR_STATE (no pending message, or the session is busy),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import os
 import pathlib
@@ -321,6 +322,7 @@ class Conversation:
         self._conversation = _core.Conversation(model._model, params, eval_callback, list(eval_names))
         self._session = self._conversation.session
         self._lock = threading.Lock()
+        self._stream_cancel: threading.Event | None = None  # set: the running stream stops
         # The core's report on the latest chat(): tokens, stop reason, prompt positions reused from
         # the cache, image slices encoded, timings (a GenerateResult).
         self.last_result: _core.GenerateResult | None = None
@@ -329,20 +331,29 @@ class Conversation:
     def n_ctx(self) -> int:
         return self._session.n_ctx
 
+    @contextlib.contextmanager
+    def _call(self):
+        """The conversation for one call. A stream still generating on it is cancelled first (its
+        generator ends with the pieces it has), so an abandoned stream never holds up the next call."""
+        if self._stream_cancel is not None:
+            self._stream_cancel.set()
+        with self._lock:
+            yield
+
     def encode_slices(self, slices):
         """Resampler outputs [n, n_query·embed] for normalised float32 [3, H, W] slices (all in one
         batch); for tools and tests."""
-        with self._lock:
+        with self._call():
             return self._session.encode_slices(list(slices))
 
     def eval(self, ids: Sequence[int], all_logits: bool = False):
         """Appends ``ids`` to the conversation's cache and returns logits (last position, or all)."""
-        with self._lock:
+        with self._call():
             return self._session.eval(list(ids), all_logits)
 
     def reset(self) -> None:
         """Forgets the cached conversation."""
-        with self._lock:
+        with self._call():
             self._conversation.reset()
             self._session.truncate(0)
 
@@ -386,15 +397,16 @@ class Conversation:
         if not stream:
             # A callback per piece runs Python on this thread between tokens, where a pending Ctrl-C
             # raises KeyboardInterrupt and ends the generation (without one it ran to its end).
-            return self._run(request, lambda piece: True).text
+            with self._call():
+                return self._run(request, lambda piece: True).text
         return self._stream(request)
 
     def _run(self, request: _ChatRequest, on_piece=None) -> _core.GenerateResult:
-        """Answers a checked request on this conversation; on_piece(bytes) -> bool streams and cancels."""
-        with self._lock:
-            self._conversation.set_messages(request.turns, request.video)
-            self.last_result = self._conversation.generate(request.params, request.options, on_piece)
-            return self.last_result
+        """Answers a checked request on this conversation; on_piece(bytes) -> bool streams and cancels.
+        The caller holds the conversation (_call)."""
+        self._conversation.set_messages(request.turns, request.video)
+        self.last_result = self._conversation.generate(request.params, request.options, on_piece)
+        return self.last_result
 
     def generate(self, prompt: Sequence[int], **kwargs) -> _core.GenerateResult:
         """Low level: runs the prompt ids as given and returns the core's GenerateResult (tokens,
@@ -407,7 +419,7 @@ class Conversation:
         params = _generate_params(
             sampling, kwargs.pop("max_new_tokens", _GENERATE.max_new_tokens), {"seed": 0, **kwargs}
         )
-        with self._lock:
+        with self._call():
             return self._session.generate(_core.Prompt(list(prompt)), params)
 
     def _stream(self, request: _ChatRequest) -> Iterator[str]:
@@ -417,19 +429,23 @@ class Conversation:
         cancelled = threading.Event()
         done = object()
 
-        def on_piece(piece: bytes) -> bool:
-            pieces.put(piece.decode("utf-8", errors="replace"))
+        def on_piece(piece: bytes) -> bool:  # an empty piece: beam search asking whether to go on
+            if piece:
+                pieces.put(piece.decode("utf-8", errors="replace"))
             return not cancelled.is_set()
 
         def run():
             try:
-                self._run(request, on_piece)
+                with self._lock:  # the consumer cancelled any earlier stream (_call)
+                    self._run(request, on_piece)
             except BaseException as exc:  # handed to the consumer, raised there
                 pieces.put(exc)
             finally:
                 pieces.put(done)
 
         def consume():
+            with self._call():  # cancels an earlier stream; this one takes the lock in its worker
+                self._stream_cancel = cancelled
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             try:

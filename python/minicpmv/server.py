@@ -408,11 +408,13 @@ class Run:
             self.loop.call_soon_threadsafe(self.pieces.put_nowait, item)
 
         def on_piece(piece: bytes) -> bool:  # the core stops at the next token once cancelled
-            put(piece.decode("utf-8", errors="replace"))
+            if piece:  # empty: beam search asking whether to go on
+                put(piece.decode("utf-8", errors="replace"))
             return not self.cancel.is_set()
 
         try:
-            self.result = slot.conversation._run(self.request, on_piece)
+            with slot.conversation._call():
+                self.result = slot.conversation._run(self.request, on_piece)
         except BaseException as exc:
             put(ApiError(400, str(exc)) if isinstance(exc, _core.MinicpmvError) else exc)
         finally:
