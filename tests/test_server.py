@@ -144,6 +144,19 @@ def test_streaming_equals_the_whole_reply(client, model):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
 
 
+def test_beam_search_and_timings_extensions(client, model):
+    messages = [{"role": "user", "content": "Name three colours."}]
+    reply = client.chat.completions.create(model=NAME, messages=messages, max_tokens=MAX, extra_body={"num_beams": 3})
+    expected = model.conversation(n_threads=1).chat(messages, sampling=False, num_beams=3, max_new_tokens=MAX)
+    assert reply.choices[0].message.content == expected  # HF chat(sampling=False)
+    timings = reply.model_extra["timings"]
+    assert timings["predicted_n"] == reply.usage.completion_tokens
+    assert timings["prompt_n"] + timings["cache_n"] == reply.usage.prompt_tokens
+    assert timings["predicted_ms"] > 0 and timings["prompt_per_second"] > 0
+    last = [c for c in ask(client, messages, stream=True) if c.choices][-1]
+    assert last.choices[0].finish_reason and last.model_extra["timings"]["predicted_n"] >= 1
+
+
 def test_video(client, model, tmp_path):
     path = tmp_path / "clip.mp4"
     make_video(path, seconds=3, size=(320, 240))

@@ -2,7 +2,8 @@
 
 POST /v1/chat/completions (messages with text, image_url and video_url parts; stream over SSE ending in
 [DONE]; temperature, top_p, max_tokens / max_completion_tokens, stop, seed, n=1; usage with the prompt
-positions reused from the cache as prompt_tokens_details.cached_tokens), GET /v1/models, GET /health.
+positions reused from the cache as prompt_tokens_details.cached_tokens, and llama-server's timings),
+GET /v1/models, GET /health, and the chat page at GET / (web/index.html).
 
 Several conversations at once: ``parallel`` slots over one loaded model, each a Conversation with its
 own KV cache. A request takes the free slot whose cache shares the longest prefix with its prompt (a
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from . import _core
@@ -248,10 +249,14 @@ def _request(model: Model, body: dict, msgs: list) -> tuple[_ChatRequest, list[s
         seed=_number(body, "seed", 0, 2**64 - 1, True),
     )
     max_slice_nums = _number(body, "max_slice_nums", 1, 64, True)
+    # Extension: num_beams > 1 is HF chat(sampling=False), beam search (its whole answer at the end).
+    num_beams = _number(body, "num_beams", 1, 8, True)
+    beams = num_beams is not None and num_beams > 1
+    options = {"num_beams": num_beams} if beams else {k: v for k, v in sampling.items() if v is not None}
     try:
         request = _chat_request(
-            model, msgs, None, None, max_tokens or _GENERATE.max_new_tokens, 0, True, None, "", True,
-            max_slice_nums, None, {k: v for k, v in sampling.items() if v is not None},
+            model, msgs, None, None, max_tokens or _GENERATE.max_new_tokens, 0, not beams, None, "", not beams,
+            max_slice_nums, None, options,
         )  # fmt: skip
         prompt = model._model.chat_prompt(request.turns, request.options, request.video).tokens
     except _core.MinicpmvError as exc:
@@ -263,6 +268,8 @@ def _request(model: Model, body: dict, msgs: list) -> tuple[_ChatRequest, list[s
 
 
 # --- the application ---------------------------------------------------------------------------------
+
+_PAGE = Path(__file__).parent / "web" / "index.html"
 
 
 def create_app(
@@ -352,7 +359,13 @@ def create_app(
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": run.finish_reason}
             ],
             "usage": run.usage(),
+            "timings": run.timings(),
         }
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        # The chat page (python/minicpmv/web/): one file, everything inline, nothing from elsewhere.
+        return HTMLResponse(_PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
 
     return app
 
@@ -420,6 +433,18 @@ class Run:
         finally:
             put(None)
 
+    def timings(self) -> dict:
+        """llama-server's timings (an extension the OpenAI clients ignore): the prompt positions
+        evaluated for this request and the answer's tokens, with their times and rates."""
+        r = self.result
+        if r is None:
+            return {}
+        prompt_n, predicted_n = r.n_prompt - r.n_reused, len(r.tokens)
+        return {"cache_n": r.n_reused, "prompt_n": prompt_n, "prompt_ms": r.prefill_ms,
+                "prompt_per_second": prompt_n * 1000 / r.prefill_ms if r.prefill_ms > 0 else None,
+                "predicted_n": predicted_n, "predicted_ms": r.decode_ms,
+                "predicted_per_second": predicted_n * 1000 / r.decode_ms if r.decode_ms > 0 else None}  # fmt: skip
+
     def usage(self) -> dict:
         r = self.result
         completion = len(r.tokens) if r is not None else 0
@@ -443,15 +468,15 @@ class Run:
             watcher.cancel()
 
     async def events(self, meta: dict, include_usage: bool):
-        def chunk(delta: dict, finish=None) -> str:
+        def chunk(delta: dict, finish=None, **extra) -> str:
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            return json.dumps({**meta, "object": "chat.completion.chunk", "choices": [choice]})
+            return json.dumps({**meta, "object": "chat.completion.chunk", "choices": [choice], **extra})
 
         try:
             yield {"data": chunk({"role": "assistant", "content": ""})}
             async for piece in self._pieces():
                 yield {"data": chunk({"content": piece})}
-            yield {"data": chunk({}, self.finish_reason)}
+            yield {"data": chunk({}, self.finish_reason, timings=self.timings())}
             if include_usage:
                 yield {
                     "data": json.dumps(
