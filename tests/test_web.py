@@ -160,3 +160,22 @@ def test_stop_new_chat_and_errors_leave_the_page_working(browser, model, tmp_pat
         answer = ask(browser, "Hello")  # still working, and the error is cleared
         assert answer.get_attribute("data-raw") == greedy(model, [{"role": "user", "content": "Hello"}])
         assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_answers_render_as_markdown_and_never_as_markup(browser, model):
+    with running(create_app(model, NAME, parallel=1, n_threads=1)) as url:
+        browser.get(url + "/")
+        render = lambda text: browser.execute_script("return markdown(arguments[0])", text)  # noqa: E731
+        assert render("**bold** and *it* and `x < y`") == (
+            "<p><strong>bold</strong> and <em>it</em> and <code>x &lt; y</code></p>"
+        )
+        assert render("# Title\n- one\n- two\n1. first") == (
+            "<h3>Title</h3><ul><li>one</li><li>two</li></ul><ol><li>first</li></ol>"
+        )
+        assert render("```python\nprint('<b>')\n```") == "<pre><code>print(&#39;&lt;b&gt;&#39;)\n</code></pre>"
+        assert render("[site](https://example.com) [js](javascript:alert(1))") == (
+            '<p><a href="https://example.com" rel="noopener noreferrer" target="_blank">site</a> '
+            "[js](javascript:alert(1))</p>"
+        )
+        # What the model writes is text: tags and handlers come out escaped.
+        assert "<img" not in render('<img src=x onerror="alert(1)"><script>alert(2)</script>')
