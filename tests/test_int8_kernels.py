@@ -64,6 +64,21 @@ def test_products_equal_the_integer_computation(qtype, n_rows):
     assert (np.abs(y - x.astype(np.float64) @ w.T) <= 0.5 * step.T + 1e-4).all()
 
 
+@pytest.mark.parametrize("qtype", [T.Q4_K, T.Q6_K])
+def test_per_row_products_equal_each_row_alone_to_the_bit(qtype):
+    # What decode steps of batched conversations rely on (docs/architecture.md §9); the panels of
+    # 8+ rows (per_row=False) sum in another order.
+    rng = np.random.default_rng(7)
+    M, K = 40, 1024
+    wq = minicpmv._core.quantize(rng.standard_normal((M, K)).astype(np.float32), int(T.F32), int(qtype))
+    x = rng.standard_normal((12, K)).astype(np.float32)
+    if minicpmv._core._testing.int8_matmul(wq, int(qtype), x[:1]) is None:
+        pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
+    alone = np.concatenate([minicpmv._core._testing.int8_matmul(wq, int(qtype), x[i : i + 1]) for i in range(12)])
+    for n in (2, 3, 4, 5, 8, 12):
+        np.testing.assert_array_equal(minicpmv._core._testing.int8_matmul(wq, int(qtype), x[:n], True), alone[:n])
+
+
 def test_binding_rejects_bad_shapes():
     with pytest.raises(minicpmv.MinicpmvError):
         minicpmv._core._testing.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q8_0), np.zeros((1, 256), np.float32))

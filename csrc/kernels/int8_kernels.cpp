@@ -90,21 +90,30 @@ float hsum(__m128 v) {
 // Rows [r0, r1) of a q4_K matrix times NC activation rows. Per block: 64 bytes of qs hold chunks c, c+1,
 // so their low nibbles are sub-blocks 2c, 2c+2 and their high nibbles 2c+1, 2c+3; maddubs multiplies
 // them with the activations in that order (ActBlock::q4) into pair sums, madd/dpwssd weighs the pairs
-// by their sub-block's scale. The mins come off per block through the activations' sums of 32.
+// by their sub-block's scale. The mins come off per block through the activations' sums of 32: with
+// several rows, all rows' in one vector (128 bits each), the same products and sums as one row's alone.
 template <int NC>
 void q4_K_rows(const char * w, size_t w_stride, int64_t nb, int64_t r0, int64_t r1, const ActBlock * const * a, float * const * y,
                const float * bias) {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const __m512i ctl0 = word_broadcast_control(0, 2), ctl1 = word_broadcast_control(1, 3);
     const __m512i ctl2 = word_broadcast_control(4, 6), ctl3 = word_broadcast_control(5, 7);
+    // NC > 1: per block, the rows' sums of 32 side by side (32 words) and each row's scale over its
+    // 4 lanes (16 floats); rows past NC stay zero.
+    std::vector<int16_t> sums(NC > 1 ? nb * 32 : 0, 0);
+    std::vector<float> scales(NC > 1 ? nb * 16 : 0, 0.0f);
+    for (int64_t b = 0; NC > 1 && b < nb; ++b) {
+        for (int c = 0; c < NC; ++c) {
+            std::memcpy(&sums[b * 32 + 8 * c], a[c][b].sum32, sizeof a[c][b].sum32);
+            for (int k = 0; k < 4; ++k) scales[b * 16 + 4 * c + k] = a[c][b].d;
+        }
+    }
     for (int64_t r = r0; r < r1; ++r) {
         const auto * row = reinterpret_cast<const BlockQ4K *>(w + r * w_stride);
         __m512 acc[NC];
-        __m128 acc_min[NC];
-        for (int c = 0; c < NC; ++c) {
-            acc[c] = _mm512_setzero_ps();
-            acc_min[c] = _mm_setzero_ps();
-        }
+        for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+        __m128 acc_min = _mm_setzero_ps();      // NC == 1
+        __m512 acc_mins = _mm512_setzero_ps();  // NC > 1: row c in lanes 4c..4c+3
         for (int64_t b = 0; b < nb; ++b) {
             const BlockQ4K & B = row[b];
             prefetch_ahead<sizeof B>(&B);
@@ -126,11 +135,22 @@ void q4_K_rows(const char * w, size_t w_stride, int64_t nb, int64_t r0, int64_t 
                 p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(l1, _mm512_loadu_si512(A.q4 + 128)), s2);
                 p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(h1, _mm512_loadu_si512(A.q4 + 192)), s3);
                 acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * A.d), acc[c]);
-                const __m128i m = _mm_madd_epi16(mins, _mm_loadu_si128(reinterpret_cast<const __m128i *>(A.sum32)));
-                acc_min[c] = _mm_fmadd_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(dmin * A.d), acc_min[c]);
+            }
+            if constexpr (NC == 1) {
+                const __m128i m = _mm_madd_epi16(mins, _mm_loadu_si128(reinterpret_cast<const __m128i *>(a[0][b].sum32)));
+                acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(dmin * a[0][b].d), acc_min);
+            } else {
+                const __m512i m = _mm512_madd_epi16(_mm512_broadcast_i32x4(mins), _mm512_loadu_si512(&sums[b * 32]));
+                acc_mins = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m),
+                                           _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_loadu_ps(&scales[b * 16])), acc_mins);
             }
         }
-        for (int c = 0; c < NC; ++c) y[c][r] = _mm512_reduce_add_ps(acc[c]) - hsum(acc_min[c]) + (bias ? bias[r] : 0.0f);
+        alignas(64) float lanes[16];
+        if constexpr (NC > 1) _mm512_store_ps(lanes, acc_mins);
+        for (int c = 0; c < NC; ++c) {
+            const float m = hsum(NC == 1 ? acc_min : _mm_load_ps(lanes + 4 * c));
+            y[c][r] = _mm512_reduce_add_ps(acc[c]) - m + (bias ? bias[r] : 0.0f);
+        }
     }
 }
 
