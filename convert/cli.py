@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,8 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting_errors("minicpmv-convert", convert)
 
 
+class _Terminated(BaseException):
+    """SIGTERM as an exception in the main thread, so that the files being written are removed as for
+    Ctrl-C (the default action would leave the temporary file behind)."""
+
+
+def _raise_terminated(_signum, _frame):
+    raise _Terminated
+
+
 def run_reporting_errors(prog: str, work: Callable[[], None]) -> int:
     """Runs a command's ``work`` and returns its exit status: errors become one line on stderr, no traceback."""
+    # Signal handlers belong to the main thread (a caller may run this from another).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         work()
     except ConversionError as e:
@@ -91,6 +105,12 @@ def run_reporting_errors(prog: str, work: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the files being written were removed", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{prog}: terminated; the files being written were removed", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

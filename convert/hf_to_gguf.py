@@ -9,6 +9,7 @@ is planned first (config, names, shapes, tokenizer checked), so bad input fails 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -168,6 +169,8 @@ def read_config(hf_dir: Path) -> dict:
         config = json.loads(path.read_text())
     except ValueError as e:
         raise ConversionError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ConversionError(f"{path}: expected a JSON object, got {type(config).__name__}")
     if config.get("model_type") != "minicpmv" or "MiniCPMV" not in config.get("architectures", []):
         raise ConversionError(
             f"{path}: not a MiniCPM-V checkpoint (model_type {config.get('model_type')!r}, "
@@ -175,7 +178,63 @@ def read_config(hf_dir: Path) -> dict:
         )
     if str(config.get("version")) != "2.6":
         raise ConversionError(f"{path}: MiniCPM-V version {config.get('version')!r} is not supported (expected 2.6)")
+    _check_hyper_parameters(config, path)
     return config
+
+
+# The sizes and constants the conversion reads: positive integers, and finite numbers in range.
+_LLM_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "query_num")  # fmt: skip
+_VISION_SIZES = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+)
+
+
+def _check_hyper_parameters(config: dict, path: Path) -> None:
+    def size(where: dict, key: str, prefix: str = "") -> int:
+        value = where.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConversionError(f"{path}: {prefix}{key} must be a positive integer, got {value!r}")
+        return value
+
+    def number(where: dict, key: str, lo: float, hi: float, prefix: str = "", optional: bool = False) -> None:
+        value = where.get(key)
+        if optional and key not in where:
+            return
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not lo < value < hi
+        ):
+            raise ConversionError(f"{path}: {prefix}{key} must be a finite number in ({lo:g}, {hi:g}), got {value!r}")
+
+    hidden, heads, kv_heads = (size(config, k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads"))
+    for key in _LLM_SIZES:
+        size(config, key)
+    if hidden % heads or heads % kv_heads:
+        raise ConversionError(
+            f"{path}: hidden_size {hidden}, {heads} heads and {kv_heads} key/value heads do not divide"
+        )
+    number(config, "rms_norm_eps", 0, 1)
+    number(config, "rope_theta", 1, math.inf)
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        raise ConversionError(f"{path}: vision_config must be an object (SigLIP's sizes), got {vision!r}")
+    v_hidden, v_heads, v_image, v_patch = (
+        size(vision, k, "vision_config.") for k in ("hidden_size", "num_attention_heads", "image_size", "patch_size")
+    )
+    for key in _VISION_SIZES:
+        size(vision, key, "vision_config.")
+    if v_hidden % v_heads or v_image % v_patch:
+        raise ConversionError(f"{path}: vision_config sizes do not divide (hidden_size {v_hidden}, {v_heads} heads, "
+                              f"image_size {v_image}, patch_size {v_patch})")  # fmt: skip
+    number(vision, "layer_norm_eps", 0, 1, "vision_config.", optional=True)  # SigLIP's default otherwise
 
 
 @dataclass

@@ -495,7 +495,8 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path, sig, status):
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_CLI, str(tiny_ckpt), "--outdir", str(tmp_path), "--no-progress"],
         stderr=subprocess.PIPE,
@@ -504,9 +505,9 @@ def test_cli_killed_midway_leaves_nothing(tiny_ckpt, tmp_path):
     while not leftover_temp_files(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert leftover_temp_files(tmp_path), "the conversion never started writing"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert b"Traceback" not in stderr
     assert os.listdir(tmp_path) == []
 
@@ -547,11 +548,19 @@ def checkpoint_variant(tiny_ckpt: Path, tmp_path: Path, **config_changes) -> Pat
             {"intermediate_size": 520},
             "llm.model.layers.0.mlp.gate_proj.weight has shape [512, 256], expected [520, 256]",
         ),
+        # Malformed hyper-parameters: named errors, never a traceback or a file written with them.
+        ({"hidden_size": None}, "hidden_size must be a positive integer, got None"),
+        ({"hidden_size": "256"}, "hidden_size must be a positive integer, got '256'"),
+        ({"num_key_value_heads": 3}, "hidden_size 256, 4 heads and 3 key/value heads do not divide"),
+        ({"rope_theta": float("nan")}, "rope_theta must be a finite number in (1, inf), got nan"),
+        ({"rms_norm_eps": float("inf")}, "rms_norm_eps must be a finite number in (0, 1), got inf"),
+        ({"vision_config": None}, "vision_config must be an object (SigLIP's sizes), got None"),
+        ({"vision_config": {"hidden_size": 96}}, "vision_config.num_attention_heads must be a positive integer"),
     ],
 )
 def test_bad_checkpoint_is_rejected(tiny_ckpt, tmp_path, changes, message):
     bad = checkpoint_variant(tiny_ckpt, tmp_path, **changes)
-    with pytest.raises(ConversionError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(ConversionError, match=re.escape(message)):
         convert_llm(bad, tmp_path / "out.gguf", progress=False)
     assert not (tmp_path / "out.gguf").exists() and leftover_temp_files(tmp_path) == []
 
@@ -561,6 +570,9 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
         convert_llm(tmp_path / "nope", tmp_path / "out.gguf")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match="no config.json"):
+        convert_llm(tmp_path / "empty", tmp_path / "out.gguf")
+    (tmp_path / "empty" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConversionError, match="expected a JSON object, got list"):
         convert_llm(tmp_path / "empty", tmp_path / "out.gguf")
 
     bad = checkpoint_variant(tiny_ckpt, tmp_path)
