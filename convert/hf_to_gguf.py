@@ -93,6 +93,36 @@ class _Entry:
     offset: int  # of the first data byte in the file
 
 
+_MAX_HEADER_BYTES = 100_000_000
+
+
+def _index_files(index: Path) -> list[str]:
+    """The shard file names of model.safetensors.index.json, each a plain name in the checkpoint's folder."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConversionError(f"{index}: not a safetensors index ({e!r})") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(f, str) and f and Path(f).name == f and f not in (".", "..") for f in weight_map.values()
+    ):
+        raise ConversionError(f"{index}: weight_map must map tensor names to shard file names in the same folder")
+    return list(weight_map.values())
+
+
+def _check_header_entry(path: Path, name: str, info) -> None:
+    ok = (
+        isinstance(info, dict)
+        and isinstance(info.get("dtype"), str)
+        and isinstance(info.get("shape"), list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in info["shape"])
+        and isinstance(info.get("data_offsets"), list)
+        and len(info["data_offsets"]) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in info["data_offsets"])
+    )
+    if not ok:
+        raise ConversionError(f"{path}: tensor {name} has a malformed header entry {info!r}"[:300])
+
+
 class Checkpoint:
     """Lazy view of a checkpoint's safetensors shards.
 
@@ -103,7 +133,7 @@ class Checkpoint:
     def __init__(self, hf_dir: Path):
         index = hf_dir / "model.safetensors.index.json"
         if index.is_file():
-            files = sorted({hf_dir / f for f in json.loads(index.read_text())["weight_map"].values()})
+            files = sorted({hf_dir / f for f in _index_files(index)})
         else:
             files = sorted(hf_dir.glob("*.safetensors"))
         if not files:
@@ -115,20 +145,32 @@ class Checkpoint:
     def _read_header(self, path: Path) -> None:
         if not path.is_file():
             raise ConversionError(f"{path}: shard listed in the index is missing")
+        file_size = path.stat().st_size
         with open(path, "rb") as f:
             try:
                 (size,) = struct.unpack("<Q", f.read(8))
+                # safetensors caps headers at 100 MB; a claim past the file is a corrupt or cut file.
+                if size > min(file_size - 8, _MAX_HEADER_BYTES):
+                    raise ValueError(f"a header of {size} bytes in a file of {file_size}")
                 header = json.loads(f.read(size))
             except (struct.error, ValueError) as e:
                 raise ConversionError(f"{path}: not a safetensors file ({e})") from None
+        if not isinstance(header, dict):
+            raise ConversionError(f"{path}: not a safetensors file (the header is not an object)")
+        data_size = file_size - 8 - size
         for name, info in header.items():
             if name == "__metadata__":
                 continue
+            _check_header_entry(path, name, info)
             if info["dtype"] not in _SAFETENSORS_DTYPES:
                 raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
             if name in self.entries:
                 raise ConversionError(f"tensor {name} is stored twice ({self.entries[name].path.name}, {path.name})")
             begin, end = info["data_offsets"]
+            if not 0 <= begin <= end <= data_size:
+                raise ConversionError(
+                    f"{path}: tensor {name} lies at bytes {begin}..{end} of {data_size} (truncated or corrupt file)"
+                )
             entry = _Entry(path, info["dtype"], tuple(info["shape"]), 8 + size + begin)
             if end - begin != prod(entry.shape) * np.dtype(_SAFETENSORS_DTYPES[entry.dtype][0]).itemsize:
                 raise ConversionError(f"{path}: tensor {name} byte range does not match its shape {entry.shape}")

@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -587,6 +588,44 @@ def test_bad_files_are_rejected(tiny_ckpt, tmp_path):
         convert_llm(bad, tmp_path / "out.gguf")
     with pytest.raises(ConversionError, match="unknown outtype"):
         convert_llm(tiny_ckpt, tmp_path / "out.gguf", outtype="q4_k")  # Q4_K is a tensor type, not a file type
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("huge header", "not a safetensors file (a header of 9223372036854775808 bytes in a file of 12)"),
+        ("cut shard", "(truncated or corrupt file)"),
+        ("header list", "not a safetensors file (the header is not an object)"),
+        ("bad entry", "has a malformed header entry"),
+        ("index not json", "not a safetensors index"),
+        ("index outside", "weight_map must map tensor names to shard file names in the same folder"),
+    ],
+)
+def test_corrupt_weights_are_named_errors(tiny_ckpt, tmp_path, damage, message):
+    bad = checkpoint_variant(tiny_ckpt, tmp_path)
+    shard = min(bad.glob("*.safetensors"))
+    data = shard.read_bytes()
+    shard.unlink()
+    size = struct.unpack("<Q", data[:8])[0]
+    if damage == "huge header":
+        shard.write_bytes(struct.pack("<Q", 2**63) + b"{}{}")
+    elif damage == "cut shard":
+        shard.write_bytes(data[: len(data) // 2])
+    elif damage == "header list":
+        shard.write_bytes(struct.pack("<Q", 2) + b"[]")
+    elif damage == "bad entry":
+        header = json.dumps({"x": {"dtype": "BF16", "shape": "big", "data_offsets": [0, 2]}}).encode()
+        shard.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0")
+    else:
+        shard.write_bytes(data)
+        index = bad / "model.safetensors.index.json"
+        text = "not json" if damage == "index not json" else json.dumps({"weight_map": {"x": "../x.safetensors"}})
+        index.unlink()
+        index.write_text(text)
+    assert size > 0
+    with pytest.raises(ConversionError, match=re.escape(message)):
+        convert_llm(bad, tmp_path / "out.gguf", progress=False)
+    assert not (tmp_path / "out.gguf").exists()
 
 
 def test_cli_bad_input_exit_code(tmp_path):
