@@ -22,6 +22,28 @@ def model(tiny_gguf_f32, tiny_mmproj_f32):
     return minicpmv.Model(tiny_gguf_f32, mmproj_path=tiny_mmproj_f32, n_ctx=4096, n_threads=1)
 
 
+def run_together(work, keys) -> dict:
+    """work(key) for every key, each on its own thread, all released at once; their results by key
+    (an exception in any thread fails the test)."""
+    got, errors = {}, []
+    start = threading.Barrier(len(keys))
+
+    def run(key):
+        try:
+            start.wait()
+            got[key] = work(key)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return got
+
+
 def two_turns(conversation, first_content, second_question) -> list[str]:
     msgs = [{"role": "user", "content": first_content}]
     answers = [conversation.chat(msgs, **GREEDY)]
@@ -38,23 +60,8 @@ def test_two_conversations_on_two_threads_answer_as_one_after_the_other(model):
     expected = {name: two_turns(model.conversation(), *job) for name, job in jobs.items()}
     assert all(all(answers) for answers in expected.values())
 
-    got, errors = {}, []
-    start = threading.Barrier(len(jobs))
-
-    def run(name):
-        try:
-            conversation = model.conversation()
-            start.wait()
-            got[name] = two_turns(conversation, *jobs[name])
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    conversations = {name: model.conversation() for name in jobs}
+    got = run_together(lambda name: two_turns(conversations[name], *jobs[name]), list(jobs))
     assert got == expected
 
 
@@ -70,24 +77,11 @@ def test_conversations_generating_at_once_share_decode_graphs_and_answer_as_alon
     steps, batches = model.decode_counts
     assert steps == batches  # one after the other: a graph per step
 
-    got, errors = [None] * len(questions), []
-    start = threading.Barrier(len(questions))
-
-    def run(i):
-        try:
-            conversation = model.conversation()
-            start.wait()
-            got[i] = conversation.chat([{"role": "user", "content": questions[i]}], **options)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert got == expected
+    conversations = [model.conversation() for _ in questions]
+    answers = run_together(
+        lambda i: conversations[i].chat([{"role": "user", "content": questions[i]}], **options), range(len(questions))
+    )
+    assert [answers[i] for i in range(len(questions))] == expected
     shared_steps, shared_batches = (a - b for a, b in zip(model.decode_counts, (steps, batches)))
     assert shared_steps == steps
     assert shared_batches < shared_steps / 2, (shared_steps, shared_batches)

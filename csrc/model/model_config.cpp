@@ -40,8 +40,7 @@ LlmConfig read_llm_config(const GgufFile & file) {
     require(c.head_dim % 8 == 0, "head dimension " + std::to_string(c.head_dim) + " is not a multiple of 8");
     require(std::isfinite(c.rope_freq_base) && c.rope_freq_base > 1.0f,
             "rope.freq_base must be a finite number above 1, got " + std::to_string(c.rope_freq_base));
-    require(std::isfinite(c.rms_eps) && c.rms_eps > 0.0f && c.rms_eps < 1.0f,
-            "the RMS norm epsilon must lie in (0, 1), got " + std::to_string(c.rms_eps));
+    require(plausible_norm_eps(c.rms_eps), "the RMS norm epsilon must lie in (0, 1), got " + std::to_string(c.rms_eps));
     return c;
 }
 

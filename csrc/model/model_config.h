@@ -21,6 +21,10 @@ struct LlmConfig {
     float rms_eps = 0.0f;
 };
 
+// Whether a normalisation epsilon (RMSNorm, LayerNorm) is one a model can mean: finite, in (0, 1)
+// (1e-6 in Qwen2 and SigLIP); inf, NaN or 0 come from an edited file.
+inline bool plausible_norm_eps(float eps) { return eps > 0.0f && eps < 1.0f; }
+
 // Throws Error(bad_format) when the file is not a qwen2 GGUF or the sizes are inconsistent.
 LlmConfig read_llm_config(const GgufFile & file);
 

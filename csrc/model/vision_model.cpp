@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/gguf_file.h"
 #include "core/gguf_keys.h"
+#include "model/model_config.h"
 
 #include <ggml.h>
 
@@ -41,7 +42,7 @@ VisionConfig read_vision_config(const GgufFile & f, int32_t expected_embed) {
         c.n_embd % c.n_head != 0) {
         fail("inconsistent vision hyper-parameters");
     }
-    if (!(std::isfinite(c.eps) && c.eps > 0.0f && c.eps < 1.0f)) {
+    if (!plausible_norm_eps(c.eps)) {
         fail("the layer norm epsilon must lie in (0, 1), got " + std::to_string(c.eps));
     }
     c.head_dim = c.n_embd / c.n_head;
