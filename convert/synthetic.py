@@ -1,6 +1,7 @@
 """Write a synthetic MiniCPM-V 2.6 checkpoint in the HF layout (docs/model.md §2): real names, shapes, config and
 tokenizer, seeded random bf16 weights. No real weights can be downloaded here, so tests run on the
-``tiny`` preset and benchmarks on ``full`` (the real sizes, ~16 GB).
+``tiny`` preset, benchmarks on ``full`` (the real sizes, ~16 GB) and the fuzzers' seeds on ``micro`` (a
+vocabulary of the 256 bytes and a few merges, under 1 MB of weights: fuzz/make_corpus.py).
 
     python -m minicpmv.convert.synthetic --preset tiny OUT_DIR
 """
@@ -8,10 +9,12 @@ tokenizer, seeded random bf16 weights. No real weights can be downloaded here, s
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import re
 import struct
+import tempfile
 import zlib
 from math import prod
 from pathlib import Path
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from .gguf_layout import checkpoint_tensors
 from .hf_to_gguf import f32_to_bf16_bits
-from .tokenizer_files import write_tokenizer_files
+from .tokenizer_files import SPECIAL_TOKENS, write_tokenizer_files
 
 # The published config.json (docs/model.md §1, §2), minus fields that only describe the training run.
 FULL_CONFIG = {
@@ -77,6 +80,9 @@ FULL_CONFIG = {
     },
 }
 
+# The micro preset's BPE tokens past the 256 bytes, in rank order; each is built from two lower-ranked ones.
+MICRO_MERGED = (b"<u", b"<un", b"<unk", b"<unk>", b"He", b"ll", b"llo", b"Hello", b" t", b"he", b" the", b"in", b" in")
+
 # Overrides of FULL_CONFIG. tiny keeps the full vocabulary (the tokenizer is the real one) and the
 # 70×70 position table, and shrinks everything else; the resampler's width follows the LLM's
 # (resampler heads = hidden / 128).
@@ -100,6 +106,32 @@ PRESETS = {
         },
         # Small enough that the tiny checkpoint has several shards, like the real one.
         "max_shard_bytes": 64_000_000,
+    },
+    # The smallest files every loader check accepts: resampler width 128 (one head), heads 8 wide,
+    # a 4×4 position table with slices of 2×2 patches.
+    "micro": {
+        "config": {
+            "_name_or_path": "minicpmv-synthetic-micro",
+            "vocab_size": 256 + len(MICRO_MERGED) + len(SPECIAL_TOKENS),
+            "hidden_size": 128,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "max_window_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "query_num": 4,
+            "image_size": 28,
+            "slice_config": {"max_slice_nums": 9, "model_type": "minicpmv", "patch_size": 14, "scale_resolution": 28},
+            "vision_config": {
+                "hidden_size": 16,
+                "image_size": 56,
+                "intermediate_size": 32,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+            },
+        },
+        "max_shard_bytes": 64_000_000,
+        "merged": MICRO_MERGED,
     },
 }
 
@@ -201,7 +233,16 @@ def write_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int = 0, p
     generation = {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}
     with open(out_dir / "generation_config.json", "w") as f:
         json.dump(generation, f, indent=2)
-    write_tokenizer_files(out_dir)
+    merged = PRESETS[preset].get("merged")
+    if merged is None:
+        write_tokenizer_files(out_dir)
+    else:
+        # A ranks file of the preset's own: the bytes, then its merged tokens.
+        with tempfile.TemporaryDirectory() as tmp:
+            ranks = Path(tmp) / "ranks.tiktoken"
+            tokens = [bytes([b]) for b in range(256)] + list(merged)
+            ranks.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in enumerate(tokens)))
+            write_tokenizer_files(out_dir, ranks)
 
     tensors = checkpoint_tensors(config)
     shards = _shards(tensors, PRESETS[preset]["max_shard_bytes"])
