@@ -41,7 +41,7 @@ def test_python_is_linted_and_formatted():
 
 
 def test_c_and_cpp_are_formatted():
-    files = tracked("csrc/*.cpp", "csrc/*.h", "tests/c/*.c", "examples/*.c")
+    files = tracked("csrc/*.cpp", "csrc/*.h", "fuzz/*.cpp", "fuzz/*.h", "tests/c/*.c", "examples/*.c")
     assert len(files) > 40
     out = run([tool("clang-format"), "--dry-run", "--Werror", "--style=file", *files])
     assert out.returncode == 0, out.stderr[-4000:] + "\n(run: clang-format -i --style=file <files>)"
