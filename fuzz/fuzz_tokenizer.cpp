@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     try {
         if (data[0] % 3 == 2) {
             std::vector<int32_t> ids((size - 1) / 4);
-            std::memcpy(ids.data(), data + 1, ids.size() * 4);
+            for (size_t i = 0; i < ids.size(); ++i) std::memcpy(&ids[i], data + 1 + 4 * i, 4);
             tokenizer.decode(ids);
             return 0;
         }

@@ -30,7 +30,7 @@ log=$build/"$target".log
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
     $build/"$target" -max_total_time="$seconds" -print_final_stats=1 -max_len=400000 -timeout=20 \
     -artifact_prefix=$build/crashes/"$target"/ "$@" $build/corpus/"$target" $build/seeds/"$target" 2>&1 | tee "$log" |
-    grep -E "^#[0-9]+ +(INITED|DONE)|ERROR|SUMMARY|Test unit written" || true
+    grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|ERROR|SUMMARY|Test unit written" || true
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 echo "$target: ${runs:-?} executions in $seconds s; log $log"
 crashes=$(find $build/crashes/"$target" -type f | sort)
