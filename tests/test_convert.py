@@ -149,6 +149,22 @@ def test_tiny_preset_sizes(tiny_ckpt):
     assert json.loads((tiny_ckpt / "generation_config.json").read_text())["eos_token_id"] == 151645
 
 
+def test_micro_preset_converts_loads_and_answers(tmp_path):
+    # The fuzzers' model (fuzz/make_corpus.py): the smallest files every loader check accepts.
+    import minicpmv
+    from minicpmv.convert.mmproj import convert_mmproj
+    from minicpmv.convert.synthetic import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "micro", preset="micro")
+    llm = convert_llm(ckpt, tmp_path / "llm.gguf", outtype="f16", progress=False)
+    mmproj = convert_mmproj(ckpt, tmp_path / "mmproj.gguf", outtype="f16", progress=False)
+    assert llm.stat().st_size + mmproj.stat().st_size < 1_000_000
+    model = minicpmv.Model(llm, mmproj_path=mmproj, n_ctx=128)
+    assert model.tokenize("Hello the in") == [263, 266, 268]  # the preset's merges, after the 256 bytes
+    picture = np.zeros((20, 30, 3), dtype=np.uint8)
+    assert isinstance(model.chat([{"role": "user", "content": [picture, "Hello"]}], max_new_tokens=2), str)
+
+
 def test_tiny_checkpoint_tensors_match_spec(tiny_ckpt):
     from safetensors import safe_open
 
