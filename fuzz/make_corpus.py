@@ -2,8 +2,10 @@
 
     python fuzz/make_corpus.py OUT_DIR
 
-OUT_DIR/micro/ gets the synthetic micro checkpoint's two GGUF files (convert/synthetic.py), and
-OUT_DIR/seeds/<target>/ the seeds, in the input formats the targets' comments describe.
+OUT_DIR/micro/ gets the synthetic micro checkpoint's two GGUF files (convert/synthetic.py),
+OUT_DIR/seeds/<target>/ the seeds, in the input formats the targets' comments describe, and
+OUT_DIR/gguf.dict the GGUF keys and tensor names, for libFuzzer's -dict (most bytes of a GGUF are
+tensor data: the words steer mutations into the header).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from gguf import GGUFReader
 from PIL import Image
 
 from minicpmv.convert.hf_to_gguf import convert_llm
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
             (seeds / "fuzz_tokenizer" / f"text{i}-{mode}").write_bytes(bytes([mode]) + text.encode())
     ids = np.array([0, 263, 256 + 13, 256 + 13 + 22], dtype="<i4").tobytes()
     (seeds / "fuzz_tokenizer" / "ids").write_bytes(b"\x02" + ids)
+    words = {name for path in (llm, mmproj) for name in GGUFReader(path).fields if not name.startswith("GGUF.")}
+    words |= {t.name for path in (llm, mmproj) for t in GGUFReader(path).tensors}
+    (out / "gguf.dict").write_text("".join(f'"{w}"\n' for w in sorted(words)))
     for i, data in enumerate(chat_prompts()):
         (seeds / "fuzz_chat_prompt" / f"prompt{i}").write_bytes(data)
 

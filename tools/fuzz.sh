@@ -22,14 +22,16 @@ if [ ! -f $build/Makefile ]; then
         -DMINICPMV_BUILD_C_API=OFF -DMINICPMV_BUILD_CLI=OFF -DPython_EXECUTABLE="$python" >/dev/null
 fi
 cmake --build $build --target "$target" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-1}"
-[ -d $build/seeds ] || "$python" fuzz/make_corpus.py $build
+[ -f $build/gguf.dict ] || "$python" fuzz/make_corpus.py $build
 
 mkdir -p $build/corpus/"$target" $build/crashes/"$target"
 log=$build/"$target".log
+dict=()
+[ "$target" != fuzz_model_load ] || dict=(-dict=$build/gguf.dict)
 # ggml's own leaks at exit are not ours to fix; the input files are a few hundred kB at most.
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
     $build/"$target" -max_total_time="$seconds" -print_final_stats=1 -max_len=400000 -timeout=20 \
-    -artifact_prefix=$build/crashes/"$target"/ "$@" $build/corpus/"$target" $build/seeds/"$target" 2>&1 | tee "$log" |
+    -artifact_prefix=$build/crashes/"$target"/ "${dict[@]}" "$@" $build/corpus/"$target" $build/seeds/"$target" 2>&1 | tee "$log" |
     grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|ERROR|SUMMARY|Test unit written" || true
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 echo "$target: ${runs:-?} executions in $seconds s; log $log"
