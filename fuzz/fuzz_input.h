@@ -5,8 +5,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "model/model.h"
+
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 namespace minicpmv::fuzz {
@@ -32,6 +35,11 @@ inline std::string micro_file(const char * argv0, const char * name) {
     const std::string self(argv0);
     const size_t slash = self.rfind('/');
     return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) + "/micro/" + name;
+}
+
+// The micro preset's LLM file as a Model: the vocabulary of the tokenizer and prompt targets.
+inline std::unique_ptr<Model> micro_model(const char * argv0) {
+    return std::make_unique<Model>(micro_file(argv0, "llm.gguf"), "", default_model_params());
 }
 
 }  // namespace minicpmv::fuzz

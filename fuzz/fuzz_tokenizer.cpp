@@ -19,7 +19,7 @@ std::unique_ptr<Model> micro;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int * /*argc*/, char *** argv) {
-    micro = std::make_unique<Model>(fuzz::micro_file((*argv)[0], "llm.gguf"), "", default_model_params());
+    micro = fuzz::micro_model((*argv)[0]);
     return 0;
 }
 
