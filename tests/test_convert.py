@@ -27,6 +27,7 @@ from minicpmv.convert import ConversionError
 from minicpmv.convert.cli import main as cli_main
 from minicpmv.convert.gguf_layout import checkpoint_tensors, parameter_count
 from minicpmv.convert.hf_to_gguf import Checkpoint, bf16_bits_to_f32, convert_llm, f32_to_bf16_bits
+from minicpmv.convert.mmproj import convert_mmproj
 from minicpmv.convert.synthetic import preset_config, tensor_values
 
 # docs/model.md §3: ids 151643.. in this order; `<unk>` is the ranked BPE token 128244 marked special.
@@ -642,6 +643,30 @@ def test_corrupt_weights_are_named_errors(tiny_ckpt, tmp_path, damage, message):
     with pytest.raises(ConversionError, match=re.escape(message)):
         convert_llm(bad, tmp_path / "out.gguf", progress=False)
     assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    "tensor,value",
+    [
+        ("llm.model.layers.1.mlp.down_proj.weight", np.nan),  # every value
+        ("llm.model.layers.0.self_attn.q_proj.bias", np.inf),
+        ("vpm.encoder.layers.0.self_attn.k_proj.weight", -np.inf),
+    ],
+)
+def test_nan_and_infinite_weights_are_refused(tiny_ckpt, tmp_path, tensor, value):
+    bad = checkpoint_variant(tiny_ckpt, tmp_path)
+    shard = bad / json.loads((bad / "model.safetensors.index.json").read_text())["weight_map"][tensor]
+    data = bytearray(shard.read_bytes())
+    shard.unlink()
+    size = struct.unpack("<Q", data[:8])[0]
+    begin, end = json.loads(data[8 : 8 + size])[tensor]["data_offsets"]
+    bf16 = (np.array([value], np.float32).view(np.uint32) >> 16).astype("<u2")
+    data[8 + size + begin : 8 + size + end] = np.resize(bf16, (end - begin) // 2).tobytes()
+    shard.write_bytes(bytes(data))
+    convert = convert_llm if tensor.startswith("llm.") else convert_mmproj
+    with pytest.raises(ConversionError, match=re.escape(f"tensor {tensor} holds NaN or infinite values (row 0)")):
+        convert(bad, tmp_path / "out.gguf", progress=False)
+    assert not (tmp_path / "out.gguf").exists() and leftover_temp_files(tmp_path) == []
 
 
 def test_cli_bad_input_exit_code(tmp_path):

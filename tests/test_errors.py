@@ -4,15 +4,17 @@ in this process, so an abort inside ggml would kill the test run."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 import minicpmv
+from minicpmv.convert.gguf_quantize import quantize_gguf
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,93 @@ def test_a_zero_dimension_in_the_vision_file_is_refused(tiny_gguf_f32, tiny_mmpr
     path = zero_dimension(tiny_mmproj_f16, tmp_path / "zero-mmproj.gguf", "v.blk.1.attn_k.weight", 1)
     with pytest.raises(minicpmv.ModelFormatError, match="tensor 'v.blk.1.attn_k.weight' has a zero dimension"):
         minicpmv.Model(tiny_gguf_f32, mmproj_path=path)
+
+
+def retype(src: Path, dst: Path, tensor: str, new_type: GGMLQuantizationType) -> Path:
+    """A copy of src with one tensor's type field changed (its bytes left as they are)."""
+    data = bytearray(Path(src).read_bytes())
+    name = tensor.encode()
+    at = data.index(len(name).to_bytes(8, "little") + name) + 8 + len(name)
+    at += 4 + 8 * int.from_bytes(data[at : at + 4], "little")
+    data[at : at + 4] = int(new_type).to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "tensor,stored,new_type",
+    [
+        ("token_embd.weight", "f32", GGMLQuantizationType.I32),
+        ("blk.0.attn_q.weight", "f32", GGMLQuantizationType.I32),
+        ("blk.2.ffn_down.weight", "f16", GGMLQuantizationType.I16),
+    ],
+)
+def test_an_integer_type_of_the_same_size_is_refused(tiny_gguf_f32, tiny_gguf_f16, tmp_path, tensor, stored, new_type):
+    # Issue 14: a type field changed to another type of the same byte size loaded, then failed at decode.
+    src = tiny_gguf_f32 if stored == "f32" else tiny_gguf_f16
+    path = retype(src, tmp_path / "retyped.gguf", tensor, new_type)
+    with pytest.raises(
+        minicpmv.ModelFormatError, match=f"tensor '{tensor}' has an unusable type {new_type.name.lower()}"
+    ):
+        minicpmv.Model(path)
+
+
+def test_a_quantized_type_read_as_its_same_size_twin_is_refused(tiny_gguf_f32, tmp_path):
+    # Q3_K and IQ3_S blocks are both 110 bytes; read as IQ3_S, Q3_K's high-bit masks become the f16
+    # block scales, and among thousands of blocks some are NaN or infinite (ggml_validate_row_data).
+    q3 = quantize_gguf(tiny_gguf_f32, tmp_path / "q3.gguf", "Q3_K_S", progress=False)
+    tensors = GGUFReader(q3).tensors
+    tensor = max((t for t in tensors if t.tensor_type == GGMLQuantizationType.Q3_K), key=lambda t: t.n_elements)
+    minicpmv.Model(q3)  # loads as it is
+    path = retype(q3, tmp_path / "iq3.gguf", tensor.name, GGMLQuantizationType.IQ3_S)
+    with pytest.raises(minicpmv.ModelFormatError, match=f"'{tensor.name}' \\(iq3_s\\) holds NaN or infinite values"):
+        minicpmv.Model(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+def test_nan_or_infinite_weights_are_refused(gguf_parts, tmp_path, value):
+    arch, fields, tensors = gguf_parts
+    tensors = [
+        (
+            n,
+            np.where(np.arange(d.size).reshape(d.shape) == 77, value, d).astype(d.dtype)
+            if n == "blk.1.ffn_up.weight"
+            else d,
+            t,
+        )
+        for n, d, t in tensors
+    ]
+    path = write_variant((arch, fields, tensors), tmp_path / "nan.gguf")
+    with pytest.raises(minicpmv.ModelFormatError, match="'blk.1.ffn_up.weight' \\(f16\\) holds NaN or infinite values"):
+        minicpmv.Model(path)
+
+
+@pytest.mark.parametrize("change", ["truncated", "rewritten", "vision file truncated"])
+def test_a_mapped_file_changed_under_the_model_is_an_error_not_sigbus(tiny_gguf_f32, tiny_mmproj_f16, tmp_path, change):
+    # Issue 14: a model file truncated while mapped killed the process with SIGBUS at the next read of
+    # a lost page; one rewritten in place changed the weights under the model without a word.
+    llm, mmproj = tmp_path / "llm.gguf", tmp_path / "mmproj.gguf"
+    shutil.copy(tiny_gguf_f32, llm)
+    shutil.copy(tiny_mmproj_f16, mmproj)
+    model = minicpmv.Model(llm, mmproj_path=mmproj, n_ctx=256, use_mmap=True)
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
+    msgs = [{"role": "user", "content": [image, "What is this?"]}]
+    model.chat(msgs, max_new_tokens=2, sampling=False)
+    if change == "truncated":
+        os.truncate(llm, 1 << 16)
+    elif change == "rewritten":
+        size = llm.stat().st_size
+        with open(llm, "r+b") as f:
+            f.seek(size // 2)
+            f.write(bytes(size - size // 2))
+    else:
+        os.truncate(mmproj, 1 << 16)
+    name = mmproj.name if change.startswith("vision") else llm.name
+    for _ in range(2):
+        with pytest.raises(
+            minicpmv.ModelFileError, match=f"{name}' was truncated or rewritten while the model was using it"
+        ):
+            model.chat(msgs, max_new_tokens=2, sampling=False)
 
 
 def test_other_architecture(gguf_parts, tmp_path):

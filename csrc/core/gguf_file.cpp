@@ -6,12 +6,16 @@
 #include <gguf.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <mutex>
 
 namespace minicpmv {
 
@@ -105,6 +109,79 @@ void check_tensor_dims(const void * data, size_t size, const std::string & path)
     }
 }
 
+// The mappings the SIGBUS handler may repair: a fixed table, because a signal handler can neither lock
+// nor allocate. A slot is free while its `end` is 0.
+struct GuardedMapping {
+    std::atomic<uintptr_t> begin{0};
+    std::atomic<uintptr_t> end{0};
+    std::atomic<bool> lost{false};
+};
+constexpr int kGuardSlots = 64;
+GuardedMapping g_guarded[kGuardSlots];
+std::mutex g_guard_mutex;       // taken by guard_mapping/unguard_mapping, never by the handler
+struct sigaction g_previous{};  // the handler ours chains to for faults outside our mappings
+
+// A read of a mapped page that truncation removed: map zero pages over the rest of that mapping (the
+// read resumes and later reads do not fault again) and mark it lost for check_intact(). Any other
+// SIGBUS goes to the previous handler, or kills the process as it would have.
+void on_sigbus(int sig, siginfo_t * info, void * context) {
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
+    for (GuardedMapping & g : g_guarded) {
+        const uintptr_t begin = g.begin.load(), end = g.end.load();
+        if (end == 0 || addr < begin || addr >= end) continue;
+        const uintptr_t page = addr & ~(static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)) - 1);
+        if (mmap(reinterpret_cast<void *>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+            MAP_FAILED) {
+            g.lost.store(true);
+            return;
+        }
+    }
+    // Once only: a previous handler that re-raises into this one (faulthandler does) must not loop.
+    static std::atomic<bool> chained{false};
+    if (chained.exchange(true)) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    } else if (g_previous.sa_flags & SA_SIGINFO) {
+        g_previous.sa_sigaction(sig, info, context);
+    } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+        g_previous.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);
+        raise(sig);  // pending until this handler returns, then the default action
+    }
+}
+
+// Registers [data, data + size) with the handler and puts the handler on top of whatever is installed
+// now (Python's faulthandler, for one, installs its own after we may have): -1 when the table is full.
+int guard_mapping(const void * data, size_t size) {
+    std::lock_guard<std::mutex> lock(g_guard_mutex);
+    struct sigaction current{};
+    sigaction(SIGBUS, nullptr, &current);
+    if (!(current.sa_flags & SA_SIGINFO) || current.sa_sigaction != on_sigbus) {
+        struct sigaction ours{};
+        ours.sa_sigaction = on_sigbus;
+        ours.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&ours.sa_mask);
+        if (sigaction(SIGBUS, &ours, &g_previous) != 0) return -1;
+    }
+    for (int i = 0; i < kGuardSlots; ++i) {
+        if (g_guarded[i].end.load() != 0) continue;
+        g_guarded[i].lost.store(false);
+        g_guarded[i].begin.store(reinterpret_cast<uintptr_t>(data));
+        g_guarded[i].end.store(reinterpret_cast<uintptr_t>(data) + size);
+        return i;
+    }
+    return -1;
+}
+
+void unguard_mapping(int slot) {
+    std::lock_guard<std::mutex> lock(g_guard_mutex);
+    g_guarded[slot].end.store(0);
+    g_guarded[slot].begin.store(0);
+}
+
+int64_t modification_ns(const struct stat & st) { return int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec; }
+
 }  // namespace
 
 GgufFile::GgufFile(const std::string & path) : path_(path) {
@@ -128,11 +205,14 @@ GgufFile::GgufFile(const std::string & path) : path_(path) {
         bad_format(path, "not a GGUF file (bad magic)");
     }
     map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
-    ::close(fd);
     if (map_ == MAP_FAILED) {
         map_ = nullptr;
+        ::close(fd);
         throw Error(ErrorCode::io, "cannot map '" + path + "': " + std::strerror(errno));
     }
+    fd_ = fd;
+    mtime_ns_ = modification_ns(st);
+    guard_ = guard_mapping(map_, map_size_);
 
     // Parse the header from the mapping; gguf.h returns null (it does not abort) on malformed input,
     // once the zero dimensions it would divide by are refused.
@@ -165,10 +245,24 @@ GgufFile::~GgufFile() { release(); }
 void GgufFile::release() {
     if (gguf_ != nullptr) gguf_free(gguf_);
     if (meta_ != nullptr) ggml_free(meta_);
+    if (guard_ >= 0) unguard_mapping(guard_);
     if (map_ != nullptr) ::munmap(map_, map_size_);
+    if (fd_ >= 0) ::close(fd_);
+    guard_ = -1;
+    fd_ = -1;
     gguf_ = nullptr;
     meta_ = nullptr;
     map_ = nullptr;
+}
+
+void GgufFile::check_intact() const {
+    struct stat st{};
+    const bool lost = guard_ >= 0 && g_guarded[guard_].lost.load();
+    if (lost || ::fstat(fd_, &st) != 0 || static_cast<size_t>(st.st_size) != map_size_ || modification_ns(st) != mtime_ns_) {
+        throw Error(ErrorCode::io, "'" + path_ +
+                                       "' was truncated or rewritten while the model was using it; load the model again "
+                                       "(or load with use_mmap off, so that it keeps its own copy of the weights)");
+    }
 }
 
 bool GgufFile::has(const char * key) const { return gguf_find_key(gguf_, key) >= 0; }

@@ -1,5 +1,7 @@
 // A GGUF file opened for reading: metadata through gguf.h, tensor data memory-mapped.
 // Every accessor checks the key's type first, because gguf.h aborts on a type mismatch.
+// A file truncated while mapped would kill the process with SIGBUS at the next read of a lost page:
+// a handler gives such reads zero pages instead and check_intact() then refuses the mapping.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +40,10 @@ class GgufFile {
     const void * tensor_data(const ggml_tensor * t) const;
     void * mapping() const { return map_; }
     size_t mapping_size() const { return map_size_; }
+    // Throws Error(io) once the file was truncated or rewritten since it was opened (a page lost to
+    // truncation, or another size or modification time): whatever was computed from the mapping since
+    // may be wrong. Call it after each computation that read the mapping.
+    void check_intact() const;
 
   private:
     void release();
@@ -47,6 +53,9 @@ class GgufFile {
     ggml_context * meta_ = nullptr;
     void * map_ = nullptr;
     size_t map_size_ = 0;
+    int fd_ = -1;  // kept open to see changes of the file it maps (not of whatever the path names later)
+    int64_t mtime_ns_ = 0;
+    int guard_ = -1;  // the SIGBUS handler's slot for this mapping, -1 if none was free
     size_t data_offset_ = 0;
 };
 

@@ -33,8 +33,11 @@ class Weights {
 
     ggml_tensor * get(const std::string & name) const;
     size_t size_bytes() const { return size_bytes_; }
+    // GgufFile::check_intact() of the file when tensors are used from its mapping; nothing otherwise.
+    void check_intact() const;
 
   private:
+    const GgufFile * mapped_ = nullptr;  // the file whose mapping holds tensors, if any
     std::unordered_map<std::string, ggml_tensor *> tensors_;
     ggml_backend_buffer_t buffer_ = nullptr;
     ggml_backend_buffer_t repacked_ = nullptr;  // CPU only: matrices interleaved for ggml's GEMM kernels

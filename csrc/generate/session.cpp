@@ -129,6 +129,7 @@ void Session::compute(const DecoderBatch & batch, const int32_t * tokens, const 
     logits.resize(ggml_nelements(out));
     ggml_backend_tensor_get(out, logits.data(), 0, ggml_nbytes(out));
     ggml_free(ctx);
+    model_.check_files();
 }
 
 std::vector<float> Session::step(int32_t token) {
@@ -339,6 +340,7 @@ std::vector<float> Session::encode_slices(const std::vector<const VisionInput *>
         }
         ggml_backend_tensor_get(emb, out.data() + first * per_slice, 0, ggml_nbytes(emb));
         ggml_free(ctx);
+        model_.check_files();
         first = end;
     }
     return out;

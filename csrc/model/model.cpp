@@ -64,6 +64,11 @@ Model::Model(const std::string & llm_path, const std::string & mmproj_path, cons
 
 Model::~Model() = default;
 
+void Model::check_files() const {
+    weights_->check_intact();
+    if (vision_) vision_->check_file();
+}
+
 size_t Model::weights_bytes() const { return weights_->size_bytes() + (vision_ ? vision_->weights_bytes() : 0); }
 
 }  // namespace minicpmv

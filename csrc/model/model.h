@@ -50,6 +50,9 @@ class Model {
     // The vision half, or nullptr without an mmproj file.
     const VisionModel * vision() const { return vision_.get(); }
     StepBatcher & steps() const { return steps_; }
+    // Throws Error(io) when a file whose mapping holds weights (this LLM file, or the vision file) was
+    // truncated or rewritten since loading; sessions call it after each graph (GgufFile::check_intact).
+    void check_files() const;
 
   private:
     std::unique_ptr<GgufFile> file_;

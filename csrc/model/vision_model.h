@@ -86,6 +86,7 @@ class VisionModel {
     const VisionConfig & config() const { return config_; }
     const VisionWeights & weights() const { return weights_; }
     size_t weights_bytes() const { return storage_->size_bytes(); }
+    void check_file() const { storage_->check_intact(); }
 
   private:
     std::unique_ptr<GgufFile> file_;
