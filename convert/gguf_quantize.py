@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 from . import ConversionError
 from .gguf_layout import LLM_ARCH, QUANTIZATION_VERSION, Key
-from .hf_to_gguf import FLOAT_STORAGE, GgufPlan, OutTensor, check_output_dir, quantize, write_plans
+from .hf_to_gguf import FLOAT_STORAGE, GgufPlan, OutTensor, check_finite, check_output_dir, quantize, write_plans
 from .quant_rules import SIZE_VARIANTS, llm_tensor_type, parse_variant
 
 # Keys not copied: the header's own fields (gguf-py names them GGUF.*), the architecture (GGUFWriter
@@ -94,9 +94,11 @@ class GgufSource:
     def _convert(self, name: str, out_type: GGMLQuantizationType) -> np.ndarray:
         """Tensor ``name`` in ``out_type``, in the writer's storage (OutTensor.load)."""
         values = self._mapped(name)
-        if out_type == self._by_name[name].type:
+        source_type = self._by_name[name].type
+        check_finite(values, source_type == GGMLQuantizationType.BF16, f"{self.path}: tensor {name}")
+        if out_type == source_type:
             return values
-        return quantize(values, self._by_name[name].type, out_type, name, self.n_threads)
+        return quantize(values, source_type, out_type, name, self.n_threads)
 
     def plan(self, variant: str) -> GgufPlan:
         v = parse_variant(variant, SIZE_VARIANTS)

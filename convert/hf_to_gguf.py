@@ -85,6 +85,18 @@ def quantize(
         raise ConversionError(f"tensor {name}: {e}") from None
 
 
+def check_finite(values: np.ndarray, bf16_bits: bool, where: str) -> None:
+    """A NaN or an infinity in the weights is a corrupt file: it would convert and quantize without a
+    word and answer NaN logits. ``values``: float storage, or bfloat16 bit patterns."""
+    rows = values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
+    for i in range(0, len(rows), _ROWS_PER_CHUNK):
+        chunk = rows[i : i + _ROWS_PER_CHUNK]
+        bad = (chunk & 0x7F80) == 0x7F80 if bf16_bits else ~np.isfinite(chunk)
+        if bad.any():
+            row = i + int(np.argmax(bad.any(axis=1)))
+            raise ConversionError(f"{where} holds NaN or infinite values (row {row}): a corrupt file")
+
+
 @dataclass(frozen=True)
 class _Entry:
     path: Path
@@ -181,26 +193,12 @@ class Checkpoint:
         e = self.entries[name]
         return np.memmap(e.path, dtype=_SAFETENSORS_DTYPES[e.dtype][0], mode="r", offset=e.offset, shape=e.shape)
 
-    def _check_finite(self, name: str, src: np.ndarray) -> None:
-        """A NaN or an infinity in the weights is a corrupt checkpoint: it would convert and quantize
-        without a word and answer NaN logits."""
-        e = self.entries[name]
-        flat = src.reshape(len(src), -1) if src.ndim else src.reshape(1, 1)
-        for i in range(0, len(flat), _ROWS_PER_CHUNK):
-            chunk = flat[i : i + _ROWS_PER_CHUNK]
-            bad = (chunk & 0x7F80) == 0x7F80 if e.dtype == "BF16" else ~np.isfinite(chunk)
-            if bad.any():
-                row = i + int(np.argmax(bad.any(axis=1)))
-                raise ConversionError(
-                    f"{e.path}: tensor {name} holds NaN or infinite values (row {row}): a corrupt checkpoint"
-                )
-
     def read(self, name: str, out_type: GGMLQuantizationType, rows: slice = slice(None)) -> np.ndarray:
         """The tensor (or a range of its rows) converted to ``out_type``: F32, F16 or BF16 bits a chunk of
         rows at a time, a quantized type by ggml straight from the stored values."""
         e = self.entries[name]
         src = self.raw(name)[rows]
-        self._check_finite(name, src)
+        check_finite(src, e.dtype == "BF16", f"{e.path}: tensor {name}")
         if out_type not in FLOAT_STORAGE:
             return quantize(src, _SAFETENSORS_DTYPES[e.dtype][2], out_type, name)
         if out_type == GGMLQuantizationType.BF16 and e.dtype == "BF16":

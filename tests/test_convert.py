@@ -664,7 +664,9 @@ def test_nan_and_infinite_weights_are_refused(tiny_ckpt, tmp_path, tensor, value
     data[8 + size + begin : 8 + size + end] = np.resize(bf16, (end - begin) // 2).tobytes()
     shard.write_bytes(bytes(data))
     convert = convert_llm if tensor.startswith("llm.") else convert_mmproj
-    with pytest.raises(ConversionError, match=re.escape(f"tensor {tensor} holds NaN or infinite values (row 0)")):
+    with pytest.raises(
+        ConversionError, match=re.escape(f"tensor {tensor} holds NaN or infinite values (row 0): a corrupt file")
+    ):
         convert(bad, tmp_path / "out.gguf", progress=False)
     assert not (tmp_path / "out.gguf").exists() and leftover_temp_files(tmp_path) == []
 

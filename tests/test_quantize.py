@@ -470,3 +470,16 @@ def test_quality_report(tiny_gguf_f32, all_variants, tiny_mmproj_f16, capsys):
     assert rows["ggml-model-Q4_K_M.gguf"][1:3] == ["0.06", "5.51"]
     assert quality_main([str(tiny_gguf_f32), "missing.gguf"]) == 2
     assert "minicpmv-quality: error:" in capsys.readouterr().err
+
+
+def test_nan_weights_in_the_source_file_are_refused(tiny_gguf_f16, tmp_path):
+    from gguf import GGUFReader
+
+    data = bytearray(Path(tiny_gguf_f16).read_bytes())
+    t = next(t for t in GGUFReader(tiny_gguf_f16).tensors if t.name == "blk.1.attn_v.weight")
+    data[t.data_offset + 2 * 300 : t.data_offset + 2 * 301] = np.float16(np.nan).tobytes()
+    src = tmp_path / "nan.gguf"
+    src.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match=r"tensor blk.1.attn_v.weight holds NaN or infinite values \(row 1\)"):
+        quantize_gguf(src, tmp_path / "out.gguf", "Q4_K_M", progress=False)
+    assert not (tmp_path / "out.gguf").exists()
