@@ -4,9 +4,10 @@
 #
 #   tools/sanitize.sh [pytest arguments]     default: the subset below
 #
-# Measured on 2 shared cores: the first build ~5 min (-j1), the default subset ~75 s (bad input, the
-# tokenizer, image slicing; the tiny model converted once); test_conversation, test_vision, test_chat
-# and test_sampler together ~220 s.
+# Measured on 2 shared cores: the first build ~5 min at -j1 (it uses every core unless
+# CMAKE_BUILD_PARALLEL_LEVEL says otherwise), the default subset ~75 s (bad input, the tokenizer,
+# image slicing; the tiny model converted once); test_conversation, test_vision, test_chat and
+# test_sampler together ~220 s. .ci/run runs the default subset after the tests.
 #
 # The test dependencies come from the project's .venv (a .pth file); only minicpmv and ggml-python
 # (whose libraries the extension finds beside it) are installed in the sanitized one.
@@ -18,10 +19,12 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fr
 if [ ! -x $venv/bin/python ]; then
     python3 -m venv $venv
     # Before the .pth, through which pip would find .venv's copy already installed.
-    $venv/bin/pip install -q --no-deps ggml-python==0.0.45
+    export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+$venv/bin/pip install -q --no-deps ggml-python==0.0.45
     purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'
     .venv/bin/python -c "$purelib" >"$($venv/bin/python -c "$purelib")/project-venv.pth"
 fi
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 $venv/bin/pip install -q --no-deps -Cbuild-dir=build/sanitize/build -Ccmake.build-type=RelWithDebInfo \
     -Ccmake.define.CMAKE_CXX_FLAGS="$flags" -Ccmake.define.CMAKE_C_FLAGS="$flags" .
 

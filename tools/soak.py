@@ -290,7 +290,7 @@ def run(args, server: Server, process: subprocess.Popen, log) -> int:
             print(f"| {minute} | {at[-1][1]:.0f} | {at[-1][2]} |")
     warm = [s[1] for s in samples if s[0] >= 60] or [s[1] for s in samples]
     print(f"RSS after the first minute: {min(warm):.0f} to {max(warm):.0f} MB "
-          f"(+{100 * (warm[-1] / warm[0] - 1):.1f} % from its first to its last sample)")  # fmt: skip
+          f"({100 * (warm[-1] / warm[0] - 1):+.1f} % from its first to its last sample)")  # fmt: skip
     print("requests:", dict(soak.counts))
     alive = process.poll() is None and server.chat(text_turn(2), stream=False) == soak.expected["text 2"]
     for failure in soak.failures[:20]:
