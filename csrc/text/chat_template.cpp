@@ -64,7 +64,7 @@ std::vector<uint64_t> Prompt::position_keys() const {
         const uint64_t base = images[s.image].key;
         for (int32_t i = 0; i < n_query; ++i) {
             keys[s.begin + i] =
-                (base * 1099511628211ULL) ^ ((static_cast<uint64_t>(s.slice) << 32) | static_cast<uint32_t>(i)) | 1;
+                ((base * 1099511628211ULL) ^ ((static_cast<uint64_t>(s.slice) << 32) | static_cast<uint32_t>(i))) | 1;
         }
     }
     return keys;
