@@ -38,9 +38,9 @@ void check_tensor(const GgufFile & file, const WeightSpec & spec, const ggml_ten
         throw Error(ErrorCode::bad_format, where + " must be f32, found " + ggml_type_name(t->type));
     }
     // Integer types (I8…I64) and F64 have no matrix product: ggml would abort in the graph.
-    const bool numeric = t->type < GGML_TYPE_COUNT && ggml_type_size(t->type) != 0 &&
-                         (ggml_is_quantized(t->type) || t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 ||
-                          t->type == GGML_TYPE_BF16);
+    const bool numeric =
+        t->type < GGML_TYPE_COUNT && ggml_type_size(t->type) != 0 &&
+        (ggml_is_quantized(t->type) || t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16);
     if (!numeric || t->ne[0] % ggml_blck_size(t->type) != 0) {
         throw Error(ErrorCode::bad_format, where + " has an unusable type " + ggml_type_name(t->type));
     }
