@@ -60,3 +60,15 @@ def tiny_mmproj_f32(tiny_ckpt, tmp_path_factory) -> Path:
 def tiny_mmproj_f16(tiny_ckpt, tmp_path_factory) -> Path:
     """The tiny checkpoint's vision file with f16 weights, as the published mmproj-model-f16.gguf."""
     return _convert_mmproj(tiny_ckpt, tmp_path_factory, "f16")
+
+
+@pytest.fixture
+def use_kernels():
+    """use_kernels(int8=..., bf16=...): which of our kernel families the graphs built during the test may
+    use; switched off, the dispatch takes the path of a CPU without them (ggml's kernels) on this one."""
+    from minicpmv import _core
+
+    before = _core._testing.use_kernels(True, True)
+    _core._testing.use_kernels(*before)
+    yield lambda int8=True, bf16=True: _core._testing.use_kernels(int8, bf16)
+    _core._testing.use_kernels(*before)

@@ -12,6 +12,7 @@
 #include "image/image_preprocess.h"
 #include "image/image_resize.h"
 #include "image/image_slicing.h"
+#include "kernels/cpu_features.h"
 #include "kernels/int8_kernels.h"
 #include "model/model.h"
 #include "model/resampler.h"
@@ -523,6 +524,16 @@ void require_row(const FloatArray & a, const char * what) {
 }
 
 void bind_testing(py::module_ t) {
+    t.def(
+        "use_kernels",
+        [](bool int8, bool bf16) {
+            const KernelChoice before = kernel_choice();
+            set_kernel_choice({int8, bf16});
+            return py::make_tuple(before.int8, before.bf16);
+        },
+        py::arg("int8"), py::arg("bf16"),
+        "Which of the int8 and bf16 kernel families graphs built from now on may use (kernels/cpu_features.h); "
+        "returns the previous choice.");
     t.def(
         "sample_token",
         [](FloatArray logits, const std::vector<int32_t> & generated, const SamplingParams & params) {

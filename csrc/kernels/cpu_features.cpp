@@ -1,6 +1,21 @@
 #include "kernels/cpu_features.h"
 
+#include <atomic>
+
 namespace minicpmv {
+
+namespace {
+
+std::atomic<bool> g_int8_on{true}, g_bf16_on{true};
+
+}  // namespace
+
+KernelChoice kernel_choice() { return {g_int8_on.load(), g_bf16_on.load()}; }
+
+void set_kernel_choice(KernelChoice choice) {
+    g_int8_on.store(choice.int8);
+    g_bf16_on.store(choice.bf16);
+}
 
 #if MINICPMV_X86_KERNELS
 
@@ -15,12 +30,12 @@ bool cpu_has_avx512_base() {
 
 bool cpu_has_avx512_bf16() {
     static const bool has = cpu_has_avx512_base() && __builtin_cpu_supports("avx512bf16");
-    return has;
+    return has && g_bf16_on.load(std::memory_order_relaxed);
 }
 
 bool cpu_has_avx512_vnni() {
     static const bool has = cpu_has_avx512_base() && __builtin_cpu_supports("avx512vnni");
-    return has;
+    return has && g_int8_on.load(std::memory_order_relaxed);
 }
 
 #else

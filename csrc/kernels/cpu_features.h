@@ -13,10 +13,20 @@
 
 namespace minicpmv {
 
-// AVX-512 with the bf16 dot product (vdpbf16ps): the bf16 kernels.
+// AVX-512 with the bf16 dot product (vdpbf16ps), and the bf16 kernels not switched off: the bf16 kernels.
 bool cpu_has_avx512_bf16();
-// AVX-512 with the int8 dot product (vpdpbusd): the int8 kernels.
+// AVX-512 with the int8 dot product (vpdpbusd), and the int8 kernels not switched off: the int8 kernels.
 bool cpu_has_avx512_vnni();
+
+// Which of our kernel families the dispatch may pick. Tests only (minicpmv._core._testing.use_kernels):
+// switching one off makes every path the dispatch can take on some CPU run on this one. Graphs built
+// afterwards follow it; never change it while a graph computes.
+struct KernelChoice {
+    bool int8 = true;
+    bool bf16 = true;
+};
+KernelChoice kernel_choice();
+void set_kernel_choice(KernelChoice choice);
 
 }  // namespace minicpmv
 
