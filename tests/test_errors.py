@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,14 @@ def test_a_mapped_file_changed_under_the_model_is_an_error_not_sigbus(tiny_gguf_
             minicpmv.ModelFileError, match=f"{name}' was truncated or rewritten while the model was using it"
         ):
             model.chat(msgs, max_new_tokens=2, sampling=False)
+
+
+def test_an_empty_key_is_refused_not_asserted(tmp_path):
+    # Found by fuzz_model_load: ggml's GGUF parser aborts the process on a key of length 0.
+    path = tmp_path / "empty-key.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<QI", 0, 0) + b"\x01")
+    with pytest.raises(minicpmv.ModelFormatError, match="an empty key"):
+        minicpmv.Model(path)
 
 
 def test_other_architecture(gguf_parts, tmp_path):

@@ -60,8 +60,9 @@ class HeaderCursor {
     const std::string & path_;
 };
 
-// Walks the header up to the tensor descriptions and refuses a zero dimension, which ggml's parser
-// divides by (SIGFPE) before it checks anything else. The rest (types, sizes, offsets) ggml checks.
+// Walks the header up to the tensor descriptions and refuses what ggml's parser does not survive: an
+// empty key (it asserts) and a zero dimension (it divides by it, SIGFPE, before it checks anything
+// else). The rest (types, sizes, offsets) ggml checks and reports.
 void check_tensor_dims(const void * data, size_t size, const std::string & path) {
     HeaderCursor c(data, size, path);
     c.skip(4);  // magic
@@ -87,7 +88,9 @@ void check_tensor_dims(const void * data, size_t size, const std::string & path)
         }
     };
     for (uint64_t i = 0; i < n_kv; ++i) {
-        c.skip(c.u64());  // key
+        const uint64_t key_length = c.u64();
+        if (key_length == 0) bad_format(path, "malformed GGUF header (an empty key)");  // ggml asserts
+        c.skip(key_length);
         const uint32_t type = c.u32();
         if (type != GGUF_TYPE_ARRAY) {
             skip_value(type);
