@@ -2,7 +2,9 @@
 // the config. The loader checks name, shape and type of each, rejects leftovers, then places the
 // tensors in a backend buffer — zero-copy over the file mapping where the device can read host memory
 // (use_mmap), else copied into the device's memory; on the CPU and when asked (cpu_repack), quantized
-// matrices that ggml's repacked kernels support are copied into that layout.
+// matrices that ggml's repacked kernels support are copied into that layout. On another device, a
+// weight whose operation the device cannot run (one larger than Vulkan's maxStorageBufferRange) stays
+// in CPU memory, and ggml's scheduler runs that operation on the CPU backend.
 #pragma once
 
 #include <cstdint>
@@ -37,10 +39,14 @@ class Weights {
     void check_intact() const;
 
   private:
+    void place(const GgufFile & file, const std::vector<ggml_tensor *> & tensors, ggml_backend_dev_t device,
+               ggml_backend_buffer_type_t buft, bool over_mapping);
+
     const GgufFile * mapped_ = nullptr;  // the file whose mapping holds tensors, if any
     std::unordered_map<std::string, ggml_tensor *> tensors_;
-    ggml_backend_buffer_t buffer_ = nullptr;
-    ggml_backend_buffer_t repacked_ = nullptr;  // CPU only: matrices interleaved for ggml's GEMM kernels
+    // The device's weights, the CPU_REPACK matrices (CPU only) and the weights kept in CPU memory for a
+    // device that cannot run their operation: one buffer for each group that has tensors.
+    std::vector<ggml_backend_buffer_t> buffers_;
     size_t size_bytes_ = 0;
 };
 

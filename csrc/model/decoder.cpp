@@ -81,7 +81,8 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
     // causal tail of each block of queries skipped). The rest, and decode steps however many sequences
     // a batch holds (a sequence's logits must not depend on its company): ggml's kernels.
     GraphOps g(
-        ctx, b.n_tokens >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up),
+        ctx, w.cpu_kernels,
+        b.n_tokens >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up),
         b.n_tokens == 1);
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 

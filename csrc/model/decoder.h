@@ -36,6 +36,9 @@ struct DecoderWeights {
     std::vector<DecoderLayer> layers;
     ggml_tensor * output_norm;
     ggml_tensor * output;
+    // The model runs on the CPU device: the graphs may use the int8/bf16 kernels (custom ops only ggml's
+    // CPU backend runs). Off on other devices, even for weights kept in CPU memory (model_weights.h).
+    bool cpu_kernels = false;
 };
 
 // Every tensor of the decoder (llama.cpp's names and shapes) and its slot in `d`.

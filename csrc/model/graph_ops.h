@@ -16,10 +16,13 @@ namespace minicpmv {
 
 class GraphOps {
   public:
-    // bf16: products over f16/bf16/quantized weights, attention and LayerNorm through the bf16 kernels
-    // (where the weight allows); false: ggml's operations at the file's precision. per_row: every row
-    // of a product computed as if it were alone (decode steps of batched sequences).
-    GraphOps(ggml_context * ctx, bool bf16, bool per_row = false) : ctx_(ctx), bf16_(bf16), per_row_(per_row) {}
+    // cpu_kernels: the int8 and bf16 kernels may be used (the graph runs on the CPU device; see
+    // DecoderWeights::cpu_kernels); false: ggml's operations only. bf16: products over f16/bf16/quantized
+    // weights, attention and LayerNorm through the bf16 kernels (where the weight allows); false: ggml's
+    // operations at the file's precision. per_row: every row of a product computed as if it were alone
+    // (decode steps of batched sequences).
+    GraphOps(ggml_context * ctx, bool cpu_kernels, bool bf16, bool per_row = false)
+        : ctx_(ctx), cpu_kernels_(cpu_kernels), bf16_(cpu_kernels && bf16), per_row_(per_row) {}
 
     ggml_context * ctx() const { return ctx_; }
     bool bf16() const { return bf16_; }
@@ -45,6 +48,7 @@ class GraphOps {
 
   private:
     ggml_context * ctx_;
+    bool cpu_kernels_;
     bool bf16_;
     bool per_row_;
     // The int8 kernels round each activation once for every product that reads it.

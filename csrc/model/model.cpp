@@ -49,6 +49,7 @@ Model::Model(const std::string & llm_path, const std::string & mmproj_path, cons
     weights_ =
         std::make_unique<Weights>(*file_, weight_table<DecoderWeights>(tensors), device_, params.cpu_repack, params.use_mmap);
     decoder_ = bind_weights<DecoderWeights>(*weights_, tensors);
+    decoder_.cpu_kernels = ggml_backend_dev_type(device_) == GGML_BACKEND_DEVICE_TYPE_CPU;
     log_message(LogLevel::info,
                 "%s: qwen2, %d layers, width %d, %d tokens in the vocabulary, %.1f MB of weights on %s (%s), %.2f s",
                 llm_path.c_str(), config_.n_layer, config_.n_embd, config_.n_vocab, weights_->size_bytes() / 1e6,

@@ -148,6 +148,7 @@ VisionModel::VisionModel(const std::string & mmproj_path, ggml_backend_dev_t dev
     };
     storage_ = std::make_unique<Weights>(*file_, weight_table<VisionWeights>(tensors), device, cpu_repack, use_mmap);
     weights_ = bind_weights<VisionWeights>(*storage_, tensors);
+    weights_.cpu_kernels = ggml_backend_dev_type(device) == GGML_BACKEND_DEVICE_TYPE_CPU;
 }
 
 VisionModel::~VisionModel() = default;

@@ -74,6 +74,9 @@ struct VisionWeights {
     ggml_tensor * ln_post_b;
     ggml_tensor * proj;         // stored transposed: mul_mat(proj, x) = x @ proj
     ggml_tensor * pos_embed_k;  // llama.cpp's 70×70 key-position table; unused (computed per grid)
+    // The model runs on the CPU device: the graphs may use the int8/bf16 kernels (custom ops only ggml's
+    // CPU backend runs). Off on other devices, even for weights kept in CPU memory (model_weights.h).
+    bool cpu_kernels = false;
 };
 
 class VisionModel {
