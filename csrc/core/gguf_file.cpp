@@ -121,8 +121,11 @@ struct GuardedMapping {
 };
 constexpr int kGuardSlots = 64;
 GuardedMapping g_guarded[kGuardSlots];
-std::mutex g_guard_mutex;       // taken by guard_mapping/unguard_mapping, never by the handler
-struct sigaction g_previous{};  // the handler ours chains to for faults outside our mappings
+std::mutex g_guard_mutex;  // taken by guard_mapping/unguard_mapping, never by the handler
+struct sigaction g_previous{};
+// Read before the handler is installed: sysconf is not on POSIX's list of async-signal-safe calls.
+const uintptr_t g_page_size =
+    static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));  // the handler ours chains to for faults outside our mappings
 
 // A read of a mapped page that truncation removed: map zero pages over the rest of that mapping (the
 // read resumes and later reads do not fault again) and mark it lost for check_intact(). Any other
@@ -132,7 +135,7 @@ void on_sigbus(int sig, siginfo_t * info, void * context) {
     for (GuardedMapping & g : g_guarded) {
         const uintptr_t begin = g.begin.load(), end = g.end.load();
         if (end == 0 || addr < begin || addr >= end) continue;
-        const uintptr_t page = addr & ~(static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)) - 1);
+        const uintptr_t page = addr & ~(g_page_size - 1);
         if (mmap(reinterpret_cast<void *>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
             MAP_FAILED) {
             g.lost.store(true);
