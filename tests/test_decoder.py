@@ -163,8 +163,9 @@ def test_weights_copied_into_memory_compute_the_same(tiny_q4_k_m, tiny_mmproj_f1
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_a_prompt_gives_the_same_logits_however_it_is_cut(model_f32, n_threads):
     # Cache reuse evaluates the rest of a prompt from wherever the cached prefix ends: the result
-    # must not depend on it (decoder.cpp, kQueryTile). Measured before the query tiles: 5.5e-6 apart
-    # between one 300-row batch and chunks of 20; now bit-equal.
+    # must not depend on it (#14; Session::compute asks for ggml's reference attention). Measured
+    # with ggml's tiled attention from 64 query rows: 5.5e-6 apart between one 300-row batch and
+    # chunks of 20; now bit-equal.
     ids = model_f32.tokenize("The quick brown fox jumps over the lazy dog. " * 40)[:300]
     results = []
     for chunk in (300, 128, 64, 20, 1):
@@ -174,3 +175,37 @@ def test_a_prompt_gives_the_same_logits_however_it_is_cut(model_f32, n_threads):
         results.append(logits)
     for chunk, logits in zip((128, 64, 20, 1), results[1:]):
         np.testing.assert_array_equal(logits, results[0], err_msg=f"chunks of {chunk}")
+
+
+@pytest.mark.parametrize("kv_cache_type", ["f32", "f16"])
+def test_decoding_over_512_cached_keys_equals_the_prompts_rows(tiny_gguf_f32, kv_cache_type):
+    # A token decoded alone over 512+ cached positions must get the logits its row gets inside a
+    # prompt batch (#14: a seed gives one answer whatever the cache held). From 512 keys, ggml's
+    # attention splits a single query row's keys between threads and rounds otherwise unless its
+    # reference path runs (measured at the first position over 512 keys, 2 threads: 6.1e-6 apart
+    # with an f32 cache, 0.039 with an f16 one).
+    model = minicpmv.Model(tiny_gguf_f32, n_ctx=1024)
+    ids = model.tokenize("The quick brown fox jumps over the lazy dog. " * 70)[:600]
+    whole = model.conversation(n_threads=2, kv_cache_type=kv_cache_type)
+    want = np.asarray(whole.eval(ids, all_logits=True)).reshape(len(ids), -1)
+    stepped = model.conversation(n_threads=2, kv_cache_type=kv_cache_type)
+    stepped.eval(ids[:500])
+    for i in range(500, len(ids)):
+        np.testing.assert_array_equal(np.asarray(stepped.eval(ids[i : i + 1])), want[i], err_msg=f"position {i}")
+
+
+@pytest.mark.parametrize("path", ["tiny_q4_k_m", "tiny_gguf_f16"])
+def test_ggmls_kernels_give_a_row_the_same_logits_in_any_batch(request, path, use_kernels):
+    # The path of every CPU without AVX-512 (forced here): a row's products and attention sum in one
+    # order whatever rows come with it, so a prompt cut in chunks of 1, 7 or 16, on 1 or 2 threads,
+    # gives one batch's logits (#14: a seed gives one answer whatever the cache held).
+    use_kernels(int8=False, bf16=False)
+    model = minicpmv.Model(request.getfixturevalue(path), n_ctx=256)
+    ids = model.tokenize("The quick brown fox jumps over the lazy dog. " * 8)[:64]
+    want = np.asarray(model.conversation(n_threads=2).eval(ids))
+    for n_threads in (1, 2):
+        for chunk in (1, 7, 16):
+            conversation = model.conversation(n_threads=n_threads)
+            for i in range(0, len(ids), chunk):
+                logits = conversation.eval(ids[i : i + chunk])
+            np.testing.assert_array_equal(logits, want, err_msg=f"{n_threads} threads, chunks of {chunk}")

@@ -11,6 +11,7 @@
 #include "model/vision_model.h"
 #include "text/tokenizer.h"
 
+#include <ggml-cpu.h>
 #include <ggml.h>
 
 #include <algorithm>
@@ -121,6 +122,10 @@ void Session::compute(const DecoderBatch & batch, const int32_t * tokens, const 
         fill_causal_mask(batch.seqs[s], batch.n_tokens, mask);
         ggml_backend_tensor_set(in.kq_masks[s], mask.data(), 0, ggml_nbytes(in.kq_masks[s]));
     }
+    // ggml's reference attention on the CPU: one query row's arithmetic whatever rows come with it (no
+    // tiles from 64 rows, no keys split between threads for a single row), so that a prefix reused from
+    // the cache equals its fresh evaluation (#14). The vision graphs keep the tiles (1024-row images).
+    ggml_backend_cpu_set_use_ref(backends_.back(), true);
     const ggml_status status = ggml_backend_sched_graph_compute(sched_, gf);
     if (status != GGML_STATUS_SUCCESS) {
         ggml_free(ctx);
@@ -333,6 +338,7 @@ std::vector<float> Session::encode_slices(const std::vector<const VisionInput *>
         ggml_backend_tensor_set(rin.pos_embed, pos_embed.data(), 0, ggml_nbytes(rin.pos_embed));
         if (rin.key_mask != nullptr) ggml_backend_tensor_set(rin.key_mask, key_mask.data(), 0, ggml_nbytes(rin.key_mask));
         ggml_status status = GGML_STATUS_SUCCESS;
+        ggml_backend_cpu_set_use_ref(backends_.back(), false);
         model_.steps().exclusive([&] { status = ggml_backend_sched_graph_compute(sched_, gf); });
         if (status != GGML_STATUS_SUCCESS) {
             ggml_free(ctx);

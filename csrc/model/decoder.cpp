@@ -40,14 +40,6 @@ namespace {
 // Positions per sequence from which a prompt batch over quantized weights takes the bf16 path (see build_decoder_graph).
 constexpr int kMinBf16Rows = 16;
 
-// ggml's CPU flash attention rounds differently from 64 query rows up (measured: a 300-token prompt
-// in one batch vs token by token, F32 weights and cache, logits 5e-6 apart; chunks of up to 48 rows
-// are bit-equal). Prompt batches attend 32 rows at a time, so a position's K/V do not depend on how
-// the prompt was cut, and a prefix reused from the cache equals its fresh evaluation (#14). Left: with
-// several threads and a single query row over more than ~300 keys (decoding a long conversation),
-// ggml splits the keys between threads and rounds differently again.
-constexpr int64_t kQueryTile = 32;
-
 // View of one layer's K or V cache for one sequence: [head_dim, n_kv, n_head_kv] for flash attention.
 ggml_tensor * cache_view(ggml_context * ctx, ggml_tensor * cache, const LlmConfig & c, const DecoderSequence & seq, int n_kv) {
     ggml_tensor * v = ggml_view_3d(ctx, cache, c.head_dim, c.n_head_kv, n_kv, ggml_row_size(cache->type, c.head_dim),
@@ -132,7 +124,7 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
                                             0, 2, 1, 3);
             ggml_tensor * attn =
                 g.attention(qs, cache_view(ctx, seq.cache->k(il), c, seq, n_kv), cache_view(ctx, seq.cache->v(il), c, seq, n_kv),
-                            in.kq_masks[s], kq_scale, g.takes_bf16_rows(L.wo), kQueryTile);
+                            in.kq_masks[s], kq_scale, g.takes_bf16_rows(L.wo));
             attn_seqs.push_back(ggml_reshape_2d(ctx, attn, c.n_embd, b.n_tokens));
         }
         ggml_tensor * attn = concat_all(ctx, attn_seqs, 1);

@@ -4,7 +4,6 @@
 
 #include <ggml.h>
 
-#include <algorithm>
 #include <vector>
 
 namespace minicpmv {
@@ -47,26 +46,11 @@ ggml_tensor * GraphOps::rms_norm(ggml_tensor * x, ggml_tensor * w, float eps) {
 }
 
 ggml_tensor * GraphOps::attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask, float scale,
-                                  bool bf16_out, int64_t query_tile) {
+                                  bool bf16_out) {
     if (bf16_) return bf16_attention(ctx_, q, k, v, mask, scale, bf16_out);
-    auto flash = [&](ggml_tensor * qi, ggml_tensor * mi) {
-        ggml_tensor * out = ggml_flash_attn_ext(ctx_, qi, k, v, mi, scale, 0.0f, 0.0f);
-        ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
-        return out;
-    };
-    const int64_t n_q = q->ne[1];
-    if (query_tile <= 0 || n_q <= query_tile) return flash(q, mask);
-    // Tiles of query rows, each attended alone, then joined.
-    std::vector<ggml_tensor *> tiles;
-    for (int64_t i0 = 0; i0 < n_q; i0 += query_tile) {
-        const int64_t n = std::min(query_tile, n_q - i0);
-        ggml_tensor * qi = ggml_view_4d(ctx_, q, q->ne[0], n, q->ne[2], q->ne[3], q->nb[1], q->nb[2], q->nb[3], i0 * q->nb[1]);
-        ggml_tensor * mi = mask == nullptr ? nullptr
-                                           : ggml_view_4d(ctx_, mask, mask->ne[0], n, mask->ne[2], mask->ne[3], mask->nb[1],
-                                                          mask->nb[2], mask->nb[3], i0 * mask->nb[1]);
-        tiles.push_back(flash(qi, mi));  // [D, H, n, S]
-    }
-    return concat_all(ctx_, tiles, 2);
+    ggml_tensor * out = ggml_flash_attn_ext(ctx_, q, k, v, mask, scale, 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+    return out;
 }
 
 ggml_tensor * concat_all(ggml_context * ctx, std::vector<ggml_tensor *> parts, int dim) {

@@ -39,9 +39,7 @@ class GraphOps {
     ggml_tensor * rms_norm(ggml_tensor * x, ggml_tensor * w, float eps);
     // softmax(scale·q·kᵀ + mask)·v per head (bf16_attention's shapes); f32 softmax and sums in both
     // kernel families. Returns [D·H, Nq, S]; bf16 rows when bf16_out and the graph uses bf16 kernels.
-    // query_tile > 0: ggml's attention runs on at most that many query rows at a time (see decoder.cpp).
-    ggml_tensor * attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask, float scale, bool bf16_out,
-                            int64_t query_tile = 0);
+    ggml_tensor * attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask, float scale, bool bf16_out);
 
     // Names `t` "<name>-<layer>" (layer < 0: just the name), the key of the evaluation callback.
     ggml_tensor * name(ggml_tensor * t, const char * name, int layer = -1) const;
