@@ -64,11 +64,12 @@ def tiny_mmproj_f16(tiny_ckpt, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def use_kernels():
-    """use_kernels(int8=..., bf16=...): which of our kernel families the graphs built during the test may
-    use; switched off, the dispatch takes the path of a CPU without them (ggml's kernels) on this one."""
+    """use_kernels(int8=..., bf16=..., avx512=...): which of our kernel families the graphs built during the
+    test may use, and whether with AVX-512; switched off, the dispatch takes the path of a CPU without them
+    on this one (int8 and bf16 off: ggml's kernels; avx512 off: an AVX2 CPU's)."""
     from minicpmv import _core
 
     before = _core._testing.use_kernels(True, True)
     _core._testing.use_kernels(*before)
-    yield lambda int8=True, bf16=True: _core._testing.use_kernels(int8, bf16)
+    yield lambda int8=True, bf16=True, avx512=True: _core._testing.use_kernels(int8, bf16, avx512)
     _core._testing.use_kernels(*before)

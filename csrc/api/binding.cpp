@@ -27,6 +27,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <ggml-cpu.h>
+
+#include <cstring>
 #include <map>
 #include <optional>
 #include <unordered_set>
@@ -526,14 +529,14 @@ void require_row(const FloatArray & a, const char * what) {
 void bind_testing(py::module_ t) {
     t.def(
         "use_kernels",
-        [](bool int8, bool bf16) {
+        [](bool int8, bool bf16, bool avx512) {
             const KernelChoice before = kernel_choice();
-            set_kernel_choice({int8, bf16});
-            return py::make_tuple(before.int8, before.bf16);
+            set_kernel_choice({int8, bf16, avx512});
+            return py::make_tuple(before.int8, before.bf16, before.avx512);
         },
-        py::arg("int8"), py::arg("bf16"),
-        "Which of the int8 and bf16 kernel families graphs built from now on may use (kernels/cpu_features.h); "
-        "returns the previous choice.");
+        py::arg("int8"), py::arg("bf16"), py::arg("avx512") = true,
+        "Which of the int8 and bf16 kernel families graphs built from now on may use, and whether they may use "
+        "AVX-512 (kernels/cpu_features.h); returns the previous choice.");
     t.def(
         "sample_token",
         [](FloatArray logits, const std::vector<int32_t> & generated, const SamplingParams & params) {
@@ -656,7 +659,45 @@ void bind_testing(py::module_ t) {
         },
         py::arg("w"), py::arg("type"), py::arg("x"), py::arg("per_row") = false,
         "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32; per_row: each row as if alone); None "
-        "where the CPU lacks AVX-512 VNNI.");
+        "where the CPU has neither AVX-512 VNNI nor AVX2.");
+    t.def(
+        "int8_kernels",
+        []() -> py::object {
+            if (cpu_has_avx512_vnni()) return py::str("avx512");
+            if (cpu_has_avx2()) return py::str("avx2");
+            return py::none();
+        },
+        "Which int8 kernels int8_matmul and the graphs run under the current use_kernels choice: 'avx512', 'avx2' or "
+        "None.");
+    t.def(
+        "ggml_matmul",
+        [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x, int n_threads) {
+            const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
+            if (!ggml_is_quantized(static_cast<ggml_type>(type)) || x.ndim() != 2 || w.ndim() != 2 ||
+                static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
+                throw Error(ErrorCode::invalid_argument, "ggml_matmul: w must be [M, row bytes] of a quantized type, x [N, K]");
+            }
+            // The weights, the activations, their q8 copies in the work buffer and the result, with room.
+            const size_t bytes = w.nbytes() + 3 * static_cast<size_t>(K + M) * N * sizeof(float) + (size_t{1} << 20);
+            ggml_context * ctx = ggml_init({bytes, nullptr, false});
+            ggml_tensor * tw = ggml_new_tensor_2d(ctx, static_cast<ggml_type>(type), K, M);
+            ggml_tensor * tx = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, N);
+            std::memcpy(tw->data, w.data(), w.nbytes());
+            std::memcpy(tx->data, x.data(), ggml_nbytes(tx));
+            ggml_tensor * ty = ggml_mul_mat(ctx, tw, tx);
+            ggml_cgraph * gf = ggml_new_graph(ctx);
+            ggml_build_forward_expand(gf, ty);
+            {
+                py::gil_scoped_release release;
+                ggml_graph_compute_with_ctx(ctx, gf, n_threads);
+            }
+            py::array_t<float> y({N, M});
+            std::memcpy(y.mutable_data(), ty->data, ggml_nbytes(ty));
+            ggml_free(ctx);
+            return y;
+        },
+        py::arg("w"), py::arg("type"), py::arg("x"), py::arg("n_threads") = 1,
+        "x·wᵀ by ggml_mul_mat with ggml's own CPU kernels (the int8 kernels' reference).");
 }
 
 }  // namespace

@@ -6,15 +6,16 @@ namespace minicpmv {
 
 namespace {
 
-std::atomic<bool> g_int8_on{true}, g_bf16_on{true};
+std::atomic<bool> g_int8_on{true}, g_bf16_on{true}, g_avx512_on{true};
 
 }  // namespace
 
-KernelChoice kernel_choice() { return {g_int8_on.load(), g_bf16_on.load()}; }
+KernelChoice kernel_choice() { return {g_int8_on.load(), g_bf16_on.load(), g_avx512_on.load()}; }
 
 void set_kernel_choice(KernelChoice choice) {
     g_int8_on.store(choice.int8);
     g_bf16_on.store(choice.bf16);
+    g_avx512_on.store(choice.avx512);
 }
 
 #if MINICPMV_X86_KERNELS
@@ -30,11 +31,16 @@ bool cpu_has_avx512_base() {
 
 bool cpu_has_avx512_bf16() {
     static const bool has = cpu_has_avx512_base() && __builtin_cpu_supports("avx512bf16");
-    return has && g_bf16_on.load(std::memory_order_relaxed);
+    return has && g_avx512_on.load(std::memory_order_relaxed) && g_bf16_on.load(std::memory_order_relaxed);
 }
 
 bool cpu_has_avx512_vnni() {
     static const bool has = cpu_has_avx512_base() && __builtin_cpu_supports("avx512vnni");
+    return has && g_avx512_on.load(std::memory_order_relaxed) && g_int8_on.load(std::memory_order_relaxed);
+}
+
+bool cpu_has_avx2() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     return has && g_int8_on.load(std::memory_order_relaxed);
 }
 
@@ -42,6 +48,7 @@ bool cpu_has_avx512_vnni() {
 
 bool cpu_has_avx512_bf16() { return false; }
 bool cpu_has_avx512_vnni() { return false; }
+bool cpu_has_avx2() { return false; }
 
 #endif
 

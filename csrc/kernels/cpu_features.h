@@ -17,13 +17,18 @@ namespace minicpmv {
 bool cpu_has_avx512_bf16();
 // AVX-512 with the int8 dot product (vpdpbusd), and the int8 kernels not switched off: the int8 kernels.
 bool cpu_has_avx512_vnni();
+// AVX2 with FMA and F16C (x86 CPUs since 2013), and the int8 kernels not switched off: the int8 kernels'
+// AVX2 form for prompt batches.
+bool cpu_has_avx2();
 
 // Which of our kernel families the dispatch may pick. Tests only (minicpmv._core._testing.use_kernels):
-// switching one off makes every path the dispatch can take on some CPU run on this one. Graphs built
-// afterwards follow it; never change it while a graph computes.
+// switching one off makes every path the dispatch can take on some CPU run on this one (avx512 off: the
+// AVX-512 checks answer no, as on an AVX2 laptop). Graphs built afterwards follow it; never change it
+// while a graph computes.
 struct KernelChoice {
     bool int8 = true;
     bool bf16 = true;
+    bool avx512 = true;
 };
 KernelChoice kernel_choice();
 void set_kernel_choice(KernelChoice choice);

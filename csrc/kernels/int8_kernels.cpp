@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace minicpmv {
@@ -42,6 +43,7 @@ static_assert(sizeof(ActBlock) == 576, "ActBlock is 9 cache lines");
 MINICPMV_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")
 
 namespace {
+namespace avx512 {
 
 // ggml's q8_K rounding (quantize_row_q8_K): scale 127 / max|x|, round half to even; a zero block stays 0.
 void quantize_block(const float * x, ActBlock & a) {
@@ -414,22 +416,6 @@ void product_rows(const char * w, size_t w_stride, ggml_type type, int64_t K, in
     }
 }
 
-// Blocks of all rows, dealt round-robin to the threads.
-void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char * xq, size_t xq_stride, int ith, int nth) {
-    const int64_t nb = K / kBlock;
-    for (int64_t i = ith; i < N * nb; i += nth) {
-        const int64_t n = i / nb, b = i % nb;
-        quantize_block(reinterpret_cast<const float *>(x + n * x_stride) + b * kBlock,
-                       reinterpret_cast<ActBlock *>(xq + n * xq_stride)[b]);
-    }
-}
-
-void op_int8_rows(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor * x = dst->src[0];
-    quantize_rows(static_cast<const char *>(x->data), x->nb[1], x->ne[0], x->ne[1], static_cast<char *>(dst->data), dst->nb[1],
-                  ith, nth);
-}
-
 // w [K, M] times N activation rows: thread ith of nth computes its share of the output rows.
 void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
              char * y, size_t y_stride, const float * bias, bool per_row, int ith, int nth) {
@@ -438,6 +424,257 @@ void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t
     } else {
         product_rows(w, w_stride, type, K, M * ith / nth, M * (ith + 1) / nth, xq, xq_stride, N, y, y_stride, bias);
     }
+}
+
+}  // namespace avx512
+}  // namespace
+
+MINICPMV_TARGET_END()
+
+// --- AVX2 (CPUs without AVX-512): ggml's own dot products for prompt batches --------------------------
+//
+// ggml 0.15's AVX2 dot product of a q4_K/q6_K row with a q8_K row sums each block in eight int32 lanes
+// (lane k: values 4k..4k+3 of every 32, each 32 weighted by its scale), adds d·lanes to eight f32 lanes
+// block by block (q4_K's mins into four more), and adds the lanes up at the end in a fixed tree. The same
+// operations run here in the same order, so each output equals ggml_mul_mat's to the bit and a row's
+// logits do not depend on which path its batch took (#14). What changes is the work per block: ggml
+// unpacks nibbles, 6-bit values and scales once per (weight row, activation row); here each weight row is
+// unpacked once per batch and its 32-value chunks then meet kCols activation rows, two weight rows at a
+// time (prompts: ~1.5× ggml's rate, benchmarks/compare.py).
+MINICPMV_TARGET_BEGIN("avx2,fma,f16c")
+
+namespace {
+namespace avx2 {
+
+// From this many activation rows a product unpacks its weights (fewer: ggml's vec_dot, the same numbers).
+constexpr int64_t kMinRows = 8;
+constexpr int kCols = 4;
+
+// ggml's q8_K rounding, as avx512::quantize_block (without the q4 copy only the AVX-512 kernels read).
+void quantize_block(const float * x, ActBlock & a) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 32; ++i) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    const float max = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    std::memset(&a, 0, sizeof a);
+    if (max == 0.0f) return;
+    const float iscale = 127.0f / max;
+    a.d = 1.0f / iscale;
+    const __m256 s = _mm256_set1_ps(iscale);
+    for (int i = 0; i < 16; ++i) {
+        const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * i), s));  // nearest, ties to even
+        const __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * i + 8), s));
+        const __m256i q16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);  // in order
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(a.q + 16 * i),
+                         _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(_mm256_add_epi32(q0, q1)),
+                                  _mm256_extracti128_si256(_mm256_add_epi32(q0, q1), 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+        a.sum16[i] = static_cast<int16_t>(_mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1))));
+    }
+    for (int j = 0; j < 8; ++j) a.sum32[j] = static_cast<int16_t>(a.sum16[2 * j] + a.sum16[2 * j + 1]);
+}
+
+// One weight block unpacked: its values as unsigned bytes in order (q4_K: q; q6_K: q + 32), each 32's
+// scale as the 16 words vpmaddwd weighs its lanes with (q4_K: the sub-block's scale; q6_K: the first
+// group's in words 0-7, the second's in 8-15), and what the block's offset needs (q4_K: the 8 mins;
+// q6_K: the 16 scales, for the −32·scale·Σa that turns q + 32 back into q).
+struct alignas(32) RowBlock {
+    uint8_t u[256];
+    int16_t scale[8][16];
+    int16_t offset[16];
+    float d, dmin;
+};
+
+void unpack(const BlockQ4K & B, RowBlock & P) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int j = 0; j < 4; ++j) {  // 32 bytes of qs: values 64j.. in the low nibbles, 64j+32.. in the high
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qs + 32 * j));
+        _mm256_store_si256(reinterpret_cast<__m256i *>(P.u + 64 * j), _mm256_and_si256(x, low4));
+        _mm256_store_si256(reinterpret_cast<__m256i *>(P.u + 64 * j + 32), _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
+    }
+    uint8_t sm[16];
+    q4_K_scales_mins(B.scales, sm);
+    for (int g = 0; g < 8; ++g) {
+        _mm256_store_si256(reinterpret_cast<__m256i *>(P.scale[g]), _mm256_set1_epi16(sm[g]));
+        P.offset[g] = sm[8 + g];
+        P.offset[8 + g] = 0;
+    }
+    P.d = _cvtsh_ss(B.d);
+    P.dmin = _cvtsh_ss(B.dmin);
+}
+
+void unpack(const BlockQ6K & B, RowBlock & P) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+    // 2 bits of qh at `shift`, moved to bits 4-5 (16-bit shifts: the bits that cross bytes are masked off)
+    auto top = [&](__m256i qh, int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+    };
+    for (int h = 0; h < 2; ++h) {  // each half of 128 values: 64 bytes of ql, 32 of qh
+        const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.ql + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B.qh + 32 * h));
+        const __m256i v[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql0, low4), top(qh, 0)),
+            _mm256_or_si256(_mm256_and_si256(ql1, low4), top(qh, 2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), top(qh, 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), top(qh, 6)),
+        };
+        for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i *>(P.u + 128 * h + 32 * i), v[i]);
+    }
+    for (int m = 0; m < 8; ++m) {
+        for (int w = 0; w < 8; ++w) {
+            P.scale[m][w] = B.scales[2 * m];
+            P.scale[m][8 + w] = B.scales[2 * m + 1];
+        }
+    }
+    for (int g = 0; g < 16; ++g) P.offset[g] = B.scales[g];
+    P.d = _cvtsh_ss(B.d);
+    P.dmin = 0.0f;
+}
+
+// ggml's hsum_float_8 and the tree of q4_K's four min lanes.
+float sum_lanes(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+}
+
+float sum_lanes(__m128 x) {
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+
+// Two unpacked weight rows (p[0], p[1]: nb blocks each) times NC activation rows into y[c][0..1].
+template <bool kQ4, int NC>
+void two_rows(const RowBlock * const p[2], int64_t nb, const ActBlock * const * a, float y[][2]) {
+    __m256 acc[2][NC];
+    __m128 acc_min[2][NC];
+    for (int r = 0; r < 2; ++r) {
+        for (int c = 0; c < NC; ++c) {
+            acc[r][c] = _mm256_setzero_ps();
+            acc_min[r][c] = _mm_setzero_ps();
+        }
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const RowBlock &P0 = p[0][b], &P1 = p[1][b];
+        __m256i s0[NC], s1[NC];
+        for (int c = 0; c < NC; ++c) s0[c] = s1[c] = _mm256_setzero_si256();
+        for (int m = 0; m < 8; ++m) {
+            const __m256i u0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(P0.u + 32 * m));
+            const __m256i u1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(P1.u + 32 * m));
+            const __m256i k0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(P0.scale[m]));
+            const __m256i k1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(P1.scale[m]));
+            for (int c = 0; c < NC; ++c) {
+                const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[c][b].q + 32 * m));
+                s0[c] = _mm256_add_epi32(s0[c], _mm256_madd_epi16(_mm256_maddubs_epi16(u0, x), k0));
+                s1[c] = _mm256_add_epi32(s1[c], _mm256_madd_epi16(_mm256_maddubs_epi16(u1, x), k1));
+            }
+        }
+        for (int c = 0; c < NC; ++c) {
+            const ActBlock & A = a[c][b];
+            if constexpr (kQ4) {
+                const __m128i sums = _mm_loadu_si128(reinterpret_cast<const __m128i *>(A.sum32));
+                const __m128i m0 = _mm_madd_epi16(_mm_load_si128(reinterpret_cast<const __m128i *>(P0.offset)), sums);
+                const __m128i m1 = _mm_madd_epi16(_mm_load_si128(reinterpret_cast<const __m128i *>(P1.offset)), sums);
+                acc_min[0][c] = _mm_fmadd_ps(_mm_set1_ps(-A.d * P0.dmin), _mm_cvtepi32_ps(m0), acc_min[0][c]);
+                acc_min[1][c] = _mm_fmadd_ps(_mm_set1_ps(-A.d * P1.dmin), _mm_cvtepi32_ps(m1), acc_min[1][c]);
+            } else {
+                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(A.sum16));
+                const __m256i o0 = _mm256_madd_epi16(sums, _mm256_load_si256(reinterpret_cast<const __m256i *>(P0.offset)));
+                const __m256i o1 = _mm256_madd_epi16(sums, _mm256_load_si256(reinterpret_cast<const __m256i *>(P1.offset)));
+                s0[c] = _mm256_sub_epi32(s0[c], _mm256_slli_epi32(o0, 5));
+                s1[c] = _mm256_sub_epi32(s1[c], _mm256_slli_epi32(o1, 5));
+            }
+            acc[0][c] = _mm256_fmadd_ps(_mm256_set1_ps(A.d * P0.d), _mm256_cvtepi32_ps(s0[c]), acc[0][c]);
+            acc[1][c] = _mm256_fmadd_ps(_mm256_set1_ps(A.d * P1.d), _mm256_cvtepi32_ps(s1[c]), acc[1][c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) {
+        for (int r = 0; r < 2; ++r) y[c][r] = kQ4 ? sum_lanes(acc[r][c]) + sum_lanes(acc_min[r][c]) : sum_lanes(acc[r][c]);
+    }
+}
+
+template <bool kQ4>
+void two_rows_n(int nc, const RowBlock * const p[2], int64_t nb, const ActBlock * const * a, float y[][2]) {
+    switch (nc) {
+        case 1: return two_rows<kQ4, 1>(p, nb, a, y);
+        case 2: return two_rows<kQ4, 2>(p, nb, a, y);
+        case 3: return two_rows<kQ4, 3>(p, nb, a, y);
+        default: return two_rows<kQ4, kCols>(p, nb, a, y);
+    }
+}
+
+// Pairs of weight rows dealt round-robin to the threads, each unpacked once and run over all N
+// activation rows.
+template <typename Block>
+void product(const char * w, size_t w_stride, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N, char * y,
+             size_t y_stride, const float * bias, int ith, int nth) {
+    constexpr bool kQ4 = std::is_same_v<Block, BlockQ4K>;
+    const int64_t nb = K / kBlock;
+    thread_local std::vector<RowBlock> unpacked;
+    unpacked.resize(2 * nb);
+    const RowBlock * const p[2] = {unpacked.data(), unpacked.data() + nb};
+    for (int64_t r0 = 2 * ith; r0 < M; r0 += 2 * nth) {
+        const int n = M - r0 >= 2 ? 2 : 1;  // a last single row is computed twice
+        for (int r = 0; r < 2; ++r) {
+            const auto * row = reinterpret_cast<const Block *>(w + (r0 + std::min(r, n - 1)) * w_stride);
+            for (int64_t b = 0; b < nb; ++b) unpack(row[b], unpacked[r * nb + b]);
+        }
+        for (int64_t c0 = 0; c0 < N; c0 += kCols) {
+            const int nc = static_cast<int>(std::min<int64_t>(kCols, N - c0));
+            const ActBlock * a[kCols];
+            for (int c = 0; c < nc; ++c) a[c] = reinterpret_cast<const ActBlock *>(xq + (c0 + c) * xq_stride);
+            float out[kCols][2];
+            two_rows_n<kQ4>(nc, p, nb, a, out);
+            for (int c = 0; c < nc; ++c) {
+                float * yc = reinterpret_cast<float *>(y + (c0 + c) * y_stride);
+                for (int r = 0; r < n; ++r) yc[r0 + r] = bias ? out[c][r] + bias[r0 + r] : out[c][r];
+            }
+        }
+    }
+}
+
+}  // namespace avx2
+}  // namespace
+
+MINICPMV_TARGET_END()
+
+namespace {
+
+// The kernels of this CPU: AVX-512 VNNI, else AVX2 (int8_kernels_usable checked that one is there).
+
+// Blocks of all rows, dealt round-robin to the threads.
+template <void (*kQuantize)(const float *, ActBlock &)>
+void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char * xq, size_t xq_stride, int ith, int nth) {
+    const int64_t nb = K / kBlock;
+    for (int64_t i = ith; i < N * nb; i += nth) {
+        const int64_t n = i / nb, b = i % nb;
+        kQuantize(reinterpret_cast<const float *>(x + n * x_stride) + b * kBlock, reinterpret_cast<ActBlock *>(xq + n * xq_stride)[b]);
+    }
+}
+
+void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char * xq, size_t xq_stride, int ith, int nth) {
+    (cpu_has_avx512_vnni() ? quantize_rows<avx512::quantize_block> : quantize_rows<avx2::quantize_block>)(x, x_stride, K, N, xq,
+                                                                                                          xq_stride, ith, nth);
+}
+
+void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N,
+             char * y, size_t y_stride, const float * bias, bool per_row, int ith, int nth) {
+    if (cpu_has_avx512_vnni()) {
+        avx512::product(w, w_stride, type, K, M, xq, xq_stride, N, y, y_stride, bias, per_row, ith, nth);
+    } else {  // every row as if alone already
+        (type == GGML_TYPE_Q4_K ? avx2::product<BlockQ4K> : avx2::product<BlockQ6K>)(w, w_stride, K, M, xq, xq_stride, N, y,
+                                                                                      y_stride, bias, ith, nth);
+    }
+}
+
+void op_int8_rows(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    quantize_rows(static_cast<const char *>(x->data), x->nb[1], x->ne[0], x->ne[1], static_cast<char *>(dst->data), dst->nb[1],
+                  ith, nth);
 }
 
 // The weight comes as userdata (not a graph source: ggml's scheduler then never asks where it lives).
@@ -451,21 +688,15 @@ void op_int8_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
             bias ? static_cast<const float *>(bias->data) : nullptr, kPerRow, ith, nth);
 }
 
-}  // namespace
-
-MINICPMV_TARGET_END()
-
-namespace {
-
 int64_t act_row_bytes(int64_t K) { return K / kBlock * static_cast<int64_t>(sizeof(ActBlock)); }
 
 bool usable_type(int type) { return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q6_K; }
 
 }  // namespace
 
-bool int8_kernels_usable(const ggml_tensor * w) {
+bool int8_kernels_usable(const ggml_tensor * w, int64_t n_rows) {
     return w != nullptr && usable_type(w->type) && ggml_n_dims(w) == 2 && w->ne[0] % kBlock == 0 && in_cpu_memory(w) &&
-           cpu_has_avx512_vnni();
+           (cpu_has_avx512_vnni() || (n_rows >= avx2::kMinRows && cpu_has_avx2()));
 }
 
 ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
@@ -478,7 +709,7 @@ ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
 }
 
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq, ggml_tensor * bias, bool per_row) {
-    GGML_ASSERT(int8_kernels_usable(w) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) &&
+    GGML_ASSERT(int8_kernels_usable(w, xq->ne[1]) && xq->type == GGML_TYPE_I8 && xq->ne[0] == act_row_bytes(w->ne[0]) &&
                 ggml_is_contiguous(xq));
     GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
     ggml_tensor * args[] = {xq, bias};
@@ -490,7 +721,7 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq,
 
 bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y, bool per_row) {
     GGML_ASSERT(usable_type(type) && K % kBlock == 0);
-    if (!cpu_has_avx512_vnni()) return false;
+    if (!cpu_has_avx512_vnni() && !cpu_has_avx2()) return false;
     const size_t x_stride = K * sizeof(float), xq_stride = act_row_bytes(K);
     std::vector<char> xq(xq_stride * N);
     quantize_rows(reinterpret_cast<const char *>(x), x_stride, K, N, xq.data(), xq_stride, 0, 1);
@@ -501,7 +732,7 @@ bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x
 
 #else  // not x86 with GCC/Clang: the graphs use ggml's own products
 
-bool int8_kernels_usable(const ggml_tensor *) { return false; }
+bool int8_kernels_usable(const ggml_tensor *, int64_t) { return false; }
 
 ggml_tensor * int8_rows(ggml_context *, ggml_tensor *) {
     GGML_ABORT("int8_rows: not in this build (check int8_kernels_usable first)");

@@ -1,5 +1,6 @@
 // Products of k-quant weights (q4_K, q6_K: the matrices of a Q4_K_M file) with activation rows in
-// 8-bit integers, for x86 CPUs with AVX-512 VNNI, as ggml custom ops. Decoding (one row per step, one
+// 8-bit integers, as ggml custom ops: for x86 CPUs with AVX-512 VNNI (below), and for prompt batches on
+// AVX2 CPUs, where they give ggml's own dot products to the bit, faster (int8_kernels.cpp, "AVX2"). Decoding (one row per step, one
 // per beam) reads every weight once per step, so a block must decode in a handful of 512-bit
 // instructions: ggml 0.15's dot products work 32 bytes at a time and reach about 68 % of this
 // machine's bandwidth limit on the full model. Prompt batches unpack 16 weight rows at a time into
@@ -18,9 +19,10 @@ struct ggml_tensor;
 
 namespace minicpmv {
 
-// Whether int8_linear may take weight `w`: a q4_K or q6_K matrix with rows of whole blocks, in ggml's
-// own layout in CPU memory, and this CPU has AVX-512 VNNI (checked at run time).
-bool int8_kernels_usable(const ggml_tensor * w);
+// Whether int8_linear may take the product of weight `w` with n_rows activation rows: a q4_K or q6_K
+// matrix with rows of whole blocks, in ggml's own layout in CPU memory, and this CPU has AVX-512 VNNI,
+// or AVX2 (with FMA, F16C) and n_rows makes a prompt batch (checked at run time).
+bool int8_kernels_usable(const ggml_tensor * w, int64_t n_rows);
 
 // x [K, N] f32 (contiguous rows, K a multiple of 256) rounded to 8-bit blocks for int8_linear: one
 // node per activation, shared by every product that reads it.
@@ -33,7 +35,7 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq,
 
 // The same product without a graph, on the calling thread (tests): w holds M rows of K values of
 // `type` (GGML_TYPE_Q4_K or GGML_TYPE_Q6_K), x N rows of K floats, y N rows of M floats. False (and
-// nothing computed) where the CPU lacks AVX-512 VNNI.
+// nothing computed) where the CPU has neither AVX-512 VNNI nor AVX2 (whose kernel takes any N here).
 bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y, bool per_row = false);
 
 }  // namespace minicpmv

@@ -16,7 +16,7 @@ const ggml_tensor * storage(const ggml_tensor * w) { return w->view_src != nullp
 }  // namespace
 
 ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
-    if (cpu_kernels_ && int8_kernels_usable(w)) {
+    if (cpu_kernels_ && int8_kernels_usable(w, ggml_nrows(x))) {
         if (x != rounded_src_) {
             rounded_src_ = x;
             rounded_ = int8_rows(ctx_, x);
@@ -33,7 +33,7 @@ ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOpt
 }
 
 bool GraphOps::takes_bf16_rows(const ggml_tensor * w) const {
-    return bf16_ && !int8_kernels_usable(w) && bf16_kernels_usable(storage(w));  // bf16_ implies cpu_kernels_
+    return bf16_ && !int8_kernels_usable(w, 1) && bf16_kernels_usable(storage(w));  // bf16_ implies cpu_kernels_
 }
 
 ggml_tensor * GraphOps::layer_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps, bool bf16_out) {
