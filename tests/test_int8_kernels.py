@@ -1,5 +1,11 @@
 """The int8 kernels (csrc/kernels/int8_kernels.h): q4_K / q6_K weights times a few activation rows.
 
+AVX2 CPUs (the AVX-512 checks switched off where this one has AVX-512): prompt batches run ggml's own dot
+products, weights unpacked once per batch; every output equals ggml_mul_mat's to the bit, so a decoder's
+logits do not change with the kernel (tested for 1-20 rows, both types, and a whole prompt).
+
+AVX-512 VNNI CPUs:
+
 They round each activation row to 8 bits per block of 256 as ggml's q8_K does (scale 127 / max|x|,
 round half to even) and sum each block's products exactly in integers. Stated bounds:
 - against that computation emulated in float64 (gguf-py's dequantization of the weights times the
@@ -40,9 +46,18 @@ def rounded_activations(x: np.ndarray) -> np.ndarray:
     return (q.astype(np.float64) * d).reshape(x.shape)
 
 
+def int8_kernels(use_kernels, isa: str) -> None:
+    """Switches to the int8 kernels of `isa` ("avx512" or "avx2"), or skips where this CPU lacks them."""
+    use_kernels(avx512=isa == "avx512")
+    if minicpmv._core._testing.int8_kernels() != isa:
+        pytest.skip(f"this CPU has no {isa} int8 kernels")
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("qtype", [T.Q4_K, T.Q6_K])
 @pytest.mark.parametrize("n_rows", [1, 3, 6, 8, 13, 20])
-def test_products_equal_the_integer_computation(qtype, n_rows):
+def test_products_equal_the_integer_computation(qtype, n_rows, isa, use_kernels):
+    int8_kernels(use_kernels, isa)
     rng = np.random.default_rng(int(qtype) * 10 + n_rows)
     M, K = 37, 768
     weights = rng.standard_normal((M, K)).astype(np.float32) * rng.uniform(0.1, 3.0, (M, 1)).astype(np.float32)
@@ -52,8 +67,6 @@ def test_products_equal_the_integer_computation(qtype, n_rows):
     if n_rows > 1:
         x[1, 5] = 40.0  # an outlier sets its block's scale
     y = minicpmv._core._testing.int8_matmul(wq, int(qtype), x)
-    if y is None:
-        pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     w = dequantize(wq, qtype).reshape(M, K).astype(np.float64)
     xr = rounded_activations(x)
     want = xr @ w.T
@@ -65,19 +78,54 @@ def test_products_equal_the_integer_computation(qtype, n_rows):
     assert (np.abs(y - x.astype(np.float64) @ w.T) <= 0.5 * step.T + 1e-4).all()
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("qtype", [T.Q4_K, T.Q6_K])
-def test_per_row_products_equal_each_row_alone_to_the_bit(qtype):
-    # What decode steps of batched conversations rely on (docs/architecture.md §9); the panels of
-    # 8+ rows (per_row=False) sum in another order.
+def test_per_row_products_equal_each_row_alone_to_the_bit(qtype, isa, use_kernels):
+    # What decode steps of batched conversations rely on (docs/architecture.md §9); the AVX-512 panels
+    # of 8+ rows (per_row=False) sum in another order.
+    int8_kernels(use_kernels, isa)
     rng = np.random.default_rng(7)
     M, K = 40, 1024
     wq = minicpmv._core.quantize(rng.standard_normal((M, K)).astype(np.float32), int(T.F32), int(qtype))
     x = rng.standard_normal((12, K)).astype(np.float32)
-    if minicpmv._core._testing.int8_matmul(wq, int(qtype), x[:1]) is None:
-        pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
     alone = np.concatenate([minicpmv._core._testing.int8_matmul(wq, int(qtype), x[i : i + 1]) for i in range(12)])
     for n in (2, 3, 4, 5, 8, 12):
         np.testing.assert_array_equal(minicpmv._core._testing.int8_matmul(wq, int(qtype), x[:n], True), alone[:n])
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_K, T.Q6_K])
+def test_avx2_products_equal_ggmls_to_the_bit(qtype, use_kernels):
+    int8_kernels(use_kernels, "avx2")
+    rng = np.random.default_rng(int(qtype))
+    M, K = 45, 1280  # an odd last row (computed twice), 5 blocks
+    weights = rng.standard_normal((M, K)).astype(np.float32) * rng.uniform(0.1, 3.0, (M, 1)).astype(np.float32)
+    wq = minicpmv._core.quantize(weights, int(T.F32), int(qtype))
+    for n_rows in (1, 3, 4, 8, 13, 20):
+        x = rng.standard_normal((n_rows, K)).astype(np.float32) * 2.5
+        x[0, 256:512] = 0.0
+        x[-1, 700] = -60.0  # the block's largest value is negative: ggml's scale has the other sign
+        want = minicpmv._core._testing.ggml_matmul(wq, int(qtype), x)
+        np.testing.assert_array_equal(minicpmv._core._testing.int8_matmul(wq, int(qtype), x), want, f"{n_rows} rows")
+
+
+def test_avx2_prompt_batches_give_ggmls_logits_to_the_bit(tiny_q4_k_m, use_kernels):
+    ids = minicpmv.Model(tiny_q4_k_m).tokenize(PROMPT)[:28]
+
+    def logits(**kernels) -> tuple[np.ndarray, list[str]]:
+        use_kernels(**kernels)
+        ran = []
+        conversation = minicpmv.Model(tiny_q4_k_m, n_ctx=256, kv_cache_type="f32").conversation(
+            eval_callback=lambda name, value: ran.append(name),
+            eval_names=["int8_linear-blk.0.ffn_down.weight", "int8_linear-blk.2.ffn_down.weight"],
+        )
+        return np.asarray(conversation.eval(ids, all_logits=True)), ran
+
+    ggml, ran = logits(int8=False, bf16=False)
+    assert ran == []
+    int8_kernels(use_kernels, "avx2")
+    ours, ran = logits(avx512=False)
+    assert ran == ["int8_linear-blk.0.ffn_down.weight", "int8_linear-blk.2.ffn_down.weight"]  # q4_K and q6_K
+    np.testing.assert_array_equal(ours, ggml)
 
 
 def test_binding_rejects_bad_shapes():
@@ -98,11 +146,7 @@ def step_logits(path, **kwargs) -> np.ndarray:
 
 @pytest.mark.parametrize("ggml_layout", ["plain", "repacked"])
 def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32, use_kernels, ggml_layout):
-    if (
-        minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
-        is None
-    ):
-        pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
+    int8_kernels(use_kernels, "avx512")
     # A greedy reply in batches of 4, so that the prompt too takes the decode path. Beam search on this
     # random model ranks near-tied beams and is left to the kernel test.
     prompt = minicpmv.Model(tiny_q4_k_m).chat_prompt([{"role": "user", "content": "Tell me about the river."}])
@@ -135,13 +179,9 @@ def test_decoding_matches_ggmls_kernels(tiny_q4_k_m, tiny_gguf_f32, use_kernels,
     assert behind.max() <= 3e-2, behind
 
 
-def test_prompt_batches_match_the_decode_path(tiny_q4_k_m, tiny_gguf_f32):
+def test_prompt_batches_match_the_decode_path(tiny_q4_k_m, tiny_gguf_f32, use_kernels):
     """A prompt batch (panels of unpacked weights) is as close to the f32 model as one token per batch."""
-    if (
-        minicpmv._core._testing.int8_matmul(np.zeros((1, 144), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
-        is None
-    ):
-        pytest.skip("this CPU has no AVX-512 VNNI: the decoder uses ggml's kernels")
+    int8_kernels(use_kernels, "avx512")
     batch = np.asarray(
         minicpmv.Model(tiny_q4_k_m, n_ctx=256, n_batch=28, kv_cache_type="f32").eval(
             minicpmv.Model(tiny_q4_k_m).tokenize(PROMPT)[:28], all_logits=True
