@@ -101,9 +101,9 @@ def test_resampler_positions_equal_hf_table(rows, cols):
 
 @pytest.mark.parametrize(
     "vision_type,kernels,bound",
-    # ggml's kernels (a CPU without AVX-512 BF16): f16 products in f32, measured ≤ 8.6e-4 (the bf16
-    # kernels ≤ 6.9e-3; on this CPU the bound tells the two paths apart)
-    [("f32", "ours", 1e-4), ("f16", "ours", 2e-2), ("f16", "ggml", 2e-3)],
+    # ggml's kernels: f16 products of f16-rounded activations, measured ≤ 8.6e-4; the f16 kernels of an
+    # AVX2 CPU (f32 activations) ≤ 1.2e-6; the bf16 kernels ≤ 6.9e-3 (the bound tells them apart)
+    [("f32", "ours", 1e-4), ("f16", "ours", 2e-2), ("f16", "avx2", 2e-5), ("f16", "ggml", 2e-3)],
 )
 def test_slices_of_different_sizes_batched_equal_the_reference(
     request, tiny_gguf_f32, references, use_kernels, vision_type, kernels, bound
@@ -111,6 +111,10 @@ def test_slices_of_different_sizes_batched_equal_the_reference(
     _, vpm, resampler, _ = references
     if kernels == "ggml":
         use_kernels(int8=False, bf16=False)
+    if kernels == "avx2":
+        use_kernels(avx512=False)
+        if minicpmv._core._testing.f16_matmul(np.zeros((1, 8), np.uint16), np.zeros((1, 8), np.float32)) is None:
+            pytest.skip("this CPU has no AVX2 with FMA")
     model = minicpmv.Model(tiny_gguf_f32, mmproj_path=request.getfixturevalue(f"tiny_mmproj_{vision_type}"))
     rng = np.random.default_rng(1)
     # (W, H), multiples of 14; 770×252 and 252×770 have a step-sensitive side (55).
@@ -346,3 +350,22 @@ def test_cli_answers_about_an_image(tiny_gguf_f32, tiny_mmproj_f32, tmp_path):
         max_new_tokens=6,
     )
     assert out.stdout == expected + "\n"
+
+
+@pytest.mark.parametrize("K", [588, 1152, 37])
+def test_f16_products_are_float32_sums_whatever_the_batch(K, use_kernels):
+    # The AVX2 vision kernel (f16_kernels.h): f16 weights times f32 activations, one FMA chain per output
+    # over k in order, so a slice's rows do not depend on the rows beside them.
+    use_kernels(avx512=False)
+    rng = np.random.default_rng(K)
+    M, N = 37, 13  # a partial panel of 16 rows and a partial tile of 6
+    w = (rng.standard_normal((M, K)) * 0.05).astype(np.float16)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    y = minicpmv._core._testing.f16_matmul(w.view(np.uint16), x)
+    if y is None:
+        pytest.skip("this CPU has no AVX2 with FMA")
+    exact = x.astype(np.float64) @ w.astype(np.float64).T
+    err = np.abs(y - exact) / (np.abs(x).astype(np.float64) @ np.abs(w.astype(np.float64)).T)
+    assert err.max() <= 1e-6, err.max()  # f32 rounding of the sums: measured ≤ 1.7e-7
+    for n in (1, 5, 7):
+        np.testing.assert_array_equal(minicpmv._core._testing.f16_matmul(w.view(np.uint16), x[:n]), y[:n])

@@ -13,6 +13,7 @@
 #include "image/image_resize.h"
 #include "image/image_slicing.h"
 #include "kernels/cpu_features.h"
+#include "kernels/f16_kernels.h"
 #include "kernels/int8_kernels.h"
 #include "model/model.h"
 #include "model/resampler.h"
@@ -661,10 +662,27 @@ void bind_testing(py::module_ t) {
         "x·wᵀ with the int8 kernels (w: M rows of q4_K/q6_K bytes, x: [N, K] f32; per_row: each row as if alone); None "
         "where the CPU has neither AVX-512 VNNI nor AVX2.");
     t.def(
+        "f16_matmul",
+        [](py::array_t<uint16_t, py::array::c_style> w, FloatArray x) -> py::object {
+            if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) {
+                throw Error(ErrorCode::invalid_argument, "f16_matmul: w must be [M, K] f16 bits and x [N, K]");
+            }
+            const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
+            py::array_t<float> y({N, M});
+            bool done;
+            {
+                py::gil_scoped_release release;
+                done = f16_matmul(w.data(), K, M, x.data(), N, y.mutable_data());
+            }
+            return done ? py::object(y) : py::none();
+        },
+        py::arg("w"), py::arg("x"),
+        "x·wᵀ with the f16 kernel (w: [M, K] f16 as uint16, x: [N, K] f32); None where the CPU lacks AVX2 and FMA.");
+    t.def(
         "int8_kernels",
         []() -> py::object {
             if (cpu_has_avx512_vnni()) return py::str("avx512");
-            if (cpu_has_avx2()) return py::str("avx2");
+            if (cpu_has_avx2_int8()) return py::str("avx2");
             return py::none();
         },
         "Which int8 kernels int8_matmul and the graphs run under the current use_kernels choice: 'avx512', 'avx2' or "

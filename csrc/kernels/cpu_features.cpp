@@ -27,6 +27,11 @@ bool cpu_has_avx512_base() {
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 }
 
+bool cpu_has_avx2_base() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return has;
+}
+
 }  // namespace
 
 bool cpu_has_avx512_bf16() {
@@ -39,16 +44,16 @@ bool cpu_has_avx512_vnni() {
     return has && g_avx512_on.load(std::memory_order_relaxed) && g_int8_on.load(std::memory_order_relaxed);
 }
 
-bool cpu_has_avx2() {
-    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    return has && g_int8_on.load(std::memory_order_relaxed);
-}
+bool cpu_has_avx2_int8() { return cpu_has_avx2_base() && g_int8_on.load(std::memory_order_relaxed); }
+
+bool cpu_has_avx2_f16() { return cpu_has_avx2_base() && g_bf16_on.load(std::memory_order_relaxed); }
 
 #else
 
 bool cpu_has_avx512_bf16() { return false; }
 bool cpu_has_avx512_vnni() { return false; }
-bool cpu_has_avx2() { return false; }
+bool cpu_has_avx2_int8() { return false; }
+bool cpu_has_avx2_f16() { return false; }
 
 #endif
 

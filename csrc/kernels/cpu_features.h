@@ -19,7 +19,9 @@ bool cpu_has_avx512_bf16();
 bool cpu_has_avx512_vnni();
 // AVX2 with FMA and F16C (x86 CPUs since 2013), and the int8 kernels not switched off: the int8 kernels'
 // AVX2 form for prompt batches.
-bool cpu_has_avx2();
+bool cpu_has_avx2_int8();
+// The same CPU, and the vision kernels (the bf16 switch) not switched off: f16_kernels.h.
+bool cpu_has_avx2_f16();
 
 // Which of our kernel families the dispatch may pick. Tests only (minicpmv._core._testing.use_kernels):
 // switching one off makes every path the dispatch can take on some CPU run on this one (avx512 off: the
@@ -27,7 +29,7 @@ bool cpu_has_avx2();
 // while a graph computes.
 struct KernelChoice {
     bool int8 = true;
-    bool bf16 = true;
+    bool bf16 = true;  // the vision tower's kernels: bf16 (AVX-512 BF16), f16 with FMA (AVX2)
     bool avx512 = true;
 };
 KernelChoice kernel_choice();

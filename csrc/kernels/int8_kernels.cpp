@@ -652,7 +652,8 @@ void quantize_rows(const char * x, size_t x_stride, int64_t K, int64_t N, char *
     const int64_t nb = K / kBlock;
     for (int64_t i = ith; i < N * nb; i += nth) {
         const int64_t n = i / nb, b = i % nb;
-        kQuantize(reinterpret_cast<const float *>(x + n * x_stride) + b * kBlock, reinterpret_cast<ActBlock *>(xq + n * xq_stride)[b]);
+        kQuantize(reinterpret_cast<const float *>(x + n * x_stride) + b * kBlock,
+                  reinterpret_cast<ActBlock *>(xq + n * xq_stride)[b]);
     }
 }
 
@@ -667,7 +668,7 @@ void product(const char * w, size_t w_stride, ggml_type type, int64_t K, int64_t
         avx512::product(w, w_stride, type, K, M, xq, xq_stride, N, y, y_stride, bias, per_row, ith, nth);
     } else {  // every row as if alone already
         (type == GGML_TYPE_Q4_K ? avx2::product<BlockQ4K> : avx2::product<BlockQ6K>)(w, w_stride, K, M, xq, xq_stride, N, y,
-                                                                                      y_stride, bias, ith, nth);
+                                                                                     y_stride, bias, ith, nth);
     }
 }
 
@@ -696,7 +697,7 @@ bool usable_type(int type) { return type == GGML_TYPE_Q4_K || type == GGML_TYPE_
 
 bool int8_kernels_usable(const ggml_tensor * w, int64_t n_rows) {
     return w != nullptr && usable_type(w->type) && ggml_n_dims(w) == 2 && w->ne[0] % kBlock == 0 && in_cpu_memory(w) &&
-           (cpu_has_avx512_vnni() || (n_rows >= avx2::kMinRows && cpu_has_avx2()));
+           (cpu_has_avx512_vnni() || (n_rows >= avx2::kMinRows && cpu_has_avx2_int8()));
 }
 
 ggml_tensor * int8_rows(ggml_context * ctx, ggml_tensor * x) {
@@ -721,7 +722,7 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xq,
 
 bool int8_matmul(const void * w, int type, int64_t K, int64_t M, const float * x, int64_t N, float * y, bool per_row) {
     GGML_ASSERT(usable_type(type) && K % kBlock == 0);
-    if (!cpu_has_avx512_vnni() && !cpu_has_avx2()) return false;
+    if (!cpu_has_avx512_vnni() && !cpu_has_avx2_int8()) return false;
     const size_t x_stride = K * sizeof(float), xq_stride = act_row_bytes(K);
     std::vector<char> xq(xq_stride * N);
     quantize_rows(reinterpret_cast<const char *>(x), x_stride, K, N, xq.data(), xq_stride, 0, 1);

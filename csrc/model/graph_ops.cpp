@@ -1,5 +1,7 @@
 #include "model/graph_ops.h"
 
+#include "core/cpu_weights.h"
+#include "kernels/f16_kernels.h"
 #include "kernels/int8_kernels.h"
 
 #include <ggml.h>
@@ -8,26 +10,21 @@
 
 namespace minicpmv {
 
-namespace {
-
-// A weight reshaped in the graph is read through its source tensor (which has the buffer).
-const ggml_tensor * storage(const ggml_tensor * w) { return w->view_src != nullptr ? w->view_src : w; }
-
-}  // namespace
-
 ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
+    if (takes_bf16_rows(w)) return bf16_linear(ctx_, w, x, opt);
+    ggml_tensor * y;
     if (cpu_kernels_ && int8_kernels_usable(w, ggml_nrows(x))) {
         if (x != rounded_src_) {
             rounded_src_ = x;
             rounded_ = int8_rows(ctx_, x);
         }
-        ggml_tensor * y = int8_linear(ctx_, w, rounded_, opt.bias, per_row_);
-        if (opt.act == Activation::gelu_tanh) y = gelu_tanh(ctx_, y);
-        return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
+        y = int8_linear(ctx_, w, rounded_, opt.bias, per_row_);
+    } else if (f16_ && x->type == GGML_TYPE_F32 && f16_kernels_usable(w)) {
+        y = f16_linear(ctx_, w, x, opt.bias);
+    } else {
+        y = ggml_mul_mat(ctx_, w, x);
+        if (opt.bias != nullptr) y = ggml_add(ctx_, y, opt.bias);
     }
-    if (takes_bf16_rows(w)) return bf16_linear(ctx_, w, x, opt);
-    ggml_tensor * y = ggml_mul_mat(ctx_, w, x);
-    if (opt.bias != nullptr) y = ggml_add(ctx_, y, opt.bias);
     if (opt.act == Activation::gelu_tanh) y = gelu_tanh(ctx_, y);
     return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
 }

@@ -1,6 +1,7 @@
 // The blocks the graphs are built from (docs/model.md §4, §5 and the decoder): linear, norms and
 // attention, each picking the kernel for its weight — the int8 kernels for q4_K/q6_K matrices, the
-// bf16 kernels where the graph uses them, ggml's own operations otherwise — so that decoder.cpp,
+// bf16 kernels where the graph uses them, else the f16 kernels for a vision graph's f16 matrices,
+// ggml's own operations otherwise — so that decoder.cpp,
 // vision_encoder.cpp and resampler.cpp read like the math and each layer is written once.
 #pragma once
 
@@ -16,13 +17,15 @@ namespace minicpmv {
 
 class GraphOps {
   public:
-    // cpu_kernels: the int8 and bf16 kernels may be used (the graph runs on the CPU device; see
+    // cpu_kernels: our CPU kernels may be used (the graph runs on the CPU device; see
     // DecoderWeights::cpu_kernels); false: ggml's operations only. bf16: products over f16/bf16/quantized
     // weights, attention and LayerNorm through the bf16 kernels (where the weight allows); false: ggml's
     // operations at the file's precision. per_row: every row of a product computed as if it were alone
-    // (decode steps of batched sequences).
-    GraphOps(ggml_context * ctx, bool cpu_kernels, bool bf16, bool per_row = false)
-        : ctx_(ctx), cpu_kernels_(cpu_kernels), bf16_(cpu_kernels && bf16), per_row_(per_row) {}
+    // (decode steps of batched sequences). f16: products over f16 weights that the bf16 kernels do not
+    // take through f16_kernels.h (the vision graphs; the decoder's prompts keep ggml's f16 products,
+    // which its decode steps share).
+    GraphOps(ggml_context * ctx, bool cpu_kernels, bool bf16, bool per_row = false, bool f16 = false)
+        : ctx_(ctx), cpu_kernels_(cpu_kernels), bf16_(cpu_kernels && bf16), per_row_(per_row), f16_(cpu_kernels && f16) {}
 
     ggml_context * ctx() const { return ctx_; }
     bool bf16() const { return bf16_; }
@@ -49,6 +52,7 @@ class GraphOps {
     bool cpu_kernels_;
     bool bf16_;
     bool per_row_;
+    bool f16_;
     // The int8 kernels round each activation once for every product that reads it.
     ggml_tensor * rounded_src_ = nullptr;
     ggml_tensor * rounded_ = nullptr;

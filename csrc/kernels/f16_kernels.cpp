@@ -1,0 +1,146 @@
+#include "kernels/f16_kernels.h"
+
+#include "core/cpu_weights.h"
+#include "kernels/cpu_features.h"
+
+#include <ggml.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace minicpmv {
+
+#if MINICPMV_X86_KERNELS
+
+namespace {
+
+constexpr int kPanelRows = 16;  // weight rows per panel: two vectors of 8 floats
+constexpr int kTileRows = 6;    // activation rows per pass: 12 accumulators, 2 weight vectors, 1 broadcast
+
+}  // namespace
+
+// Compiled for AVX2 with FMA and F16C whatever the build flags; run only after cpu_has_avx2_f16().
+MINICPMV_TARGET_BEGIN("avx2,fma,f16c")
+
+namespace {
+
+// Rows r0..r0+n-1 of w (n ≤ 16) as f32, k-major: panel[16·k + r]; rows past n are zeros.
+void convert_panel(const uint16_t * w, size_t w_stride, int64_t K, int64_t r0, int n, float * panel) {
+    std::fill(panel, panel + kPanelRows * K, 0.0f);
+    for (int r = 0; r < n; ++r) {
+        const uint16_t * row = w + (r0 + r) * w_stride;
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8) {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + k))));
+            for (int j = 0; j < 8; ++j) panel[kPanelRows * (k + j) + r] = v[j];
+        }
+        for (; k < K; ++k) panel[kPanelRows * k + r] = _cvtsh_ss(row[k]);
+    }
+}
+
+// The panel's 16 rows times NT activation rows: acc[t] = two vectors of 8 outputs, one FMA chain each.
+template <int NT>
+void panel_tile(const float * panel, int64_t K, const float * const * x, __m256 (*acc)[2]) {
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const __m256 w0 = _mm256_loadu_ps(panel + kPanelRows * k), w1 = _mm256_loadu_ps(panel + kPanelRows * k + 8);
+        for (int t = 0; t < NT; ++t) {
+            const __m256 xb = _mm256_broadcast_ss(x[t] + k);
+            acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
+        }
+    }
+}
+
+void panel_tile_n(int nt, const float * panel, int64_t K, const float * const * x, __m256 (*acc)[2]) {
+    switch (nt) {
+        case 1: return panel_tile<1>(panel, K, x, acc);
+        case 2: return panel_tile<2>(panel, K, x, acc);
+        case 3: return panel_tile<3>(panel, K, x, acc);
+        case 4: return panel_tile<4>(panel, K, x, acc);
+        case 5: return panel_tile<5>(panel, K, x, acc);
+        default: return panel_tile<kTileRows>(panel, K, x, acc);
+    }
+}
+
+// Panels of 16 weight rows dealt round-robin to the threads; each is converted once (16·K floats: in
+// L2 for SigLIP's K) and run over every activation row. Strides in elements.
+void product(const uint16_t * w, size_t w_stride, int64_t K, int64_t M, const float * x, size_t x_stride, int64_t N, float * y,
+             size_t y_stride, const float * bias, int ith, int nth) {
+    thread_local std::vector<float> panel;
+    panel.resize(kPanelRows * K);
+    const int64_t n_panels = (M + kPanelRows - 1) / kPanelRows;
+    for (int64_t pi = ith; pi < n_panels; pi += nth) {
+        const int64_t r0 = pi * kPanelRows;
+        const int n = static_cast<int>(std::min<int64_t>(kPanelRows, M - r0));
+        convert_panel(w, w_stride, K, r0, n, panel.data());
+        for (int64_t c0 = 0; c0 < N; c0 += kTileRows) {
+            const int nt = static_cast<int>(std::min<int64_t>(kTileRows, N - c0));
+            const float * xs[kTileRows];
+            for (int t = 0; t < nt; ++t) xs[t] = x + (c0 + t) * x_stride;
+            __m256 acc[kTileRows][2];
+            panel_tile_n(nt, panel.data(), K, xs, acc);
+            for (int t = 0; t < nt; ++t) {
+                alignas(32) float out[kPanelRows];
+                _mm256_store_ps(out, acc[t][0]);
+                _mm256_store_ps(out + 8, acc[t][1]);
+                float * yt = y + (c0 + t) * y_stride + r0;
+                for (int r = 0; r < n; ++r) yt[r] = bias ? out[r] + bias[r0 + r] : out[r];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+MINICPMV_TARGET_END()
+
+namespace {
+
+// The weight comes as userdata (not a graph source: ggml's scheduler then never asks where it lives).
+void op_f16_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor * w = static_cast<const ggml_tensor *>(userdata);
+    const ggml_tensor * x = dst->src[0];
+    const ggml_tensor * bias = dst->src[1];
+    product(static_cast<const uint16_t *>(w->data), w->nb[1] / sizeof(uint16_t), w->ne[0], w->ne[1],
+            static_cast<const float *>(x->data), x->nb[1] / sizeof(float), x->ne[1], static_cast<float *>(dst->data),
+            dst->nb[1] / sizeof(float), bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
+}
+
+}  // namespace
+
+bool f16_kernels_usable(const ggml_tensor * w) {
+    return w != nullptr && w->type == GGML_TYPE_F16 && ggml_n_dims(w) == 2 && w->nb[0] == sizeof(uint16_t) &&
+           in_cpu_memory(storage(w)) && cpu_has_avx2_f16();
+}
+
+ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias) {
+    GGML_ASSERT(f16_kernels_usable(w) && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) &&
+                x->ne[0] == w->ne[0]);
+    GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
+    ggml_tensor * args[] = {x, bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, op_f16_linear, GGML_N_TASKS_MAX, w);
+    ggml_format_name(y, "f16_linear-%s", w->name);
+    return y;
+}
+
+bool f16_matmul(const uint16_t * w, int64_t K, int64_t M, const float * x, int64_t N, float * y) {
+    if (!cpu_has_avx2_f16()) return false;
+    product(w, K, K, M, x, K, N, y, M, nullptr, 0, 1);
+    return true;
+}
+
+#else  // not x86 with GCC/Clang: the graphs use ggml's own products
+
+bool f16_kernels_usable(const ggml_tensor *) { return false; }
+
+ggml_tensor * f16_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) {
+    GGML_ABORT("f16_linear: not in this build (check f16_kernels_usable first)");
+}
+
+bool f16_matmul(const uint16_t *, int64_t, int64_t, const float *, int64_t, float *) { return false; }
+
+#endif
+
+}  // namespace minicpmv

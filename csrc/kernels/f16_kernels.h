@@ -1,0 +1,31 @@
+// Products of f16 weights (the published vision file) with f32 activations for x86 CPUs with AVX2 and
+// FMA but no AVX-512 BF16, as a ggml custom op: the vision tower's matrices where bf16_kernels.h does
+// not run. ggml 0.15's f16 product rounds every activation to f16 and computes one dot product at a
+// time (29 % of the FMA peak on SigLIP's shapes); this kernel converts 16 weight rows at a time to f32
+// once and runs them against 6 activation rows per pass, in registers.
+//
+// Numerics: activations stay f32 and each output is one chain of f32 FMAs over k in order, whatever
+// the batch: closer to the f32 reference than ggml's f16 path (tests/test_vision.py), and a slice's
+// result does not depend on the slices beside it.
+#pragma once
+
+#include <cstdint>
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace minicpmv {
+
+// Whether f16_linear may take weight `w`: an f16 matrix in CPU memory, in ggml's layout, and this CPU
+// has AVX2, FMA and F16C (checked at run time).
+bool f16_kernels_usable(const ggml_tensor * w);
+
+// w·x (+ bias) as ggml_mul_mat(w, x): w [K, M] (f16_kernels_usable), x [K, N] f32 with contiguous rows,
+// bias [M] f32 or nullptr. Returns [M, N] f32.
+ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias);
+
+// The same product without a graph, on the calling thread (tests): w holds M rows of K f16 values, x N
+// rows of K floats, y N rows of M floats. False (and nothing computed) where the CPU lacks the kernel.
+bool f16_matmul(const uint16_t * w, int64_t K, int64_t M, const float * x, int64_t N, float * y);
+
+}  // namespace minicpmv
