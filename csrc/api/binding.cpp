@@ -691,9 +691,10 @@ void bind_testing(py::module_ t) {
         "ggml_matmul",
         [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x, int n_threads) {
             const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
-            if (!ggml_is_quantized(static_cast<ggml_type>(type)) || x.ndim() != 2 || w.ndim() != 2 ||
+            if ((!ggml_is_quantized(static_cast<ggml_type>(type)) && type != GGML_TYPE_F16) || x.ndim() != 2 || w.ndim() != 2 ||
                 static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
-                throw Error(ErrorCode::invalid_argument, "ggml_matmul: w must be [M, row bytes] of a quantized type, x [N, K]");
+                throw Error(ErrorCode::invalid_argument,
+                            "ggml_matmul: w must be [M, row bytes] of a quantized or f16 type, x [N, K]");
             }
             // The weights, the activations, their q8 copies in the work buffer and the result, with room.
             const size_t bytes = w.nbytes() + 3 * static_cast<size_t>(K + M) * N * sizeof(float) + (size_t{1} << 20);

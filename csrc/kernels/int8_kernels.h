@@ -1,15 +1,19 @@
 // Products of k-quant weights (q4_K, q6_K: the matrices of a Q4_K_M file) with activation rows in
-// 8-bit integers, as ggml custom ops: for x86 CPUs with AVX-512 VNNI (below), and for prompt batches on
-// AVX2 CPUs, where they give ggml's own dot products to the bit, faster (int8_kernels.cpp, "AVX2"). Decoding (one row per step,
-// one per beam) reads every weight once per step, so a block must decode in a handful of 512-bit instructions: ggml 0.15's dot
-// products work 32 bytes at a time and reach about 68 % of this machine's bandwidth limit on the full model. Prompt batches
-// unpack 16 weight rows at a time into vpdpbusd panels reused by every token, ~1.3× the bf16 kernels' rate
-// (benchmarks/compare.py).
+// 8-bit integers, as ggml custom ops. Two forms, picked at run time:
 //
-// Numerics: each activation row is rounded to 8 bits per block of 256 exactly as ggml rounds it for
-// these weights (q8_K: d = max|x| / 127, round half to even), and each block's products are summed
-// exactly in integers, so the result is ggml_mul_mat's up to the order of the f32 additions
-// (tests/test_int8_kernels.py).
+// AVX-512 VNNI, decoding and prompts. Decoding (one row per step, one per beam) reads every weight once
+// per step, so a block must decode in a handful of 512-bit instructions: ggml 0.15's dot products work
+// 32 bytes at a time and reach about 68 % of this machine's bandwidth limit on the full model. Prompt
+// batches unpack 16 weight rows at a time into vpdpbusd panels reused by every token, ~1.3× the bf16
+// kernels' rate (benchmarks/compare.py). Numerics: each activation row is rounded to 8 bits per block
+// of 256 exactly as ggml rounds it for these weights (q8_K: d = max|x| / 127, round half to even), and
+// each block's products are summed exactly in integers, so the result is ggml_mul_mat's up to the
+// order of the f32 additions (tests/test_int8_kernels.py).
+//
+// AVX2 (with FMA, F16C), prompt batches of 8+ rows: ggml's own AVX2 dot products, the same operations
+// in the same order, so every output equals ggml_mul_mat's to the bit; each weight row is unpacked once
+// per batch instead of once per token (~1.7-2× ggml's rate on one core). Fewer rows (decoding) take
+// ggml's kernels, which stream the weights at memory speed and give the same numbers.
 #pragma once
 
 #include <cstdint>

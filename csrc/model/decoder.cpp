@@ -67,11 +67,11 @@ ggml_tensor * build_decoder_graph(ggml_context * ctx, ggml_cgraph * gf, const Ll
     const int n_seqs = static_cast<int>(b.seqs.size());
     const int n_rows = b.n_tokens * n_seqs;
     // q4_K/q6_K matrices (a Q4_K_M file) on an AVX-512 VNNI CPU: the int8 kernels (int8_kernels.h), for
-    // decoding and prompts alike. Other quantized matrices in prompt batches on an AVX-512 BF16 CPU:
-    // expanded to bf16 once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than
-    // ggml's quantized dot products at this batch size; attention of prompt batches the same way (the
-    // causal tail of each block of queries skipped). The rest, and decode steps however many sequences
-    // a batch holds (a sequence's logits must not depend on its company): ggml's kernels.
+    // decoding and prompts alike; on an AVX2 CPU for prompts, with ggml's numbers. Other quantized matrices in prompt batches on
+    // an AVX-512 BF16 CPU: expanded to bf16 once per batch and multiplied by the bf16 kernel (bf16_kernels.h), faster than ggml's
+    // quantized dot products at this batch size; attention of prompt batches the same way (the causal tail of each block of
+    // queries skipped). The rest, and decode steps however many sequences a batch holds (a sequence's logits must not depend on
+    // its company): ggml's kernels.
     GraphOps g(
         ctx, w.cpu_kernels,
         b.n_tokens >= kMinBf16Rows && ggml_is_quantized(w.layers[0].ffn_up->type) && bf16_kernels_usable(w.layers[0].ffn_up),
