@@ -9,6 +9,8 @@
 // result does not depend on the slices beside it.
 #pragma once
 
+#include "kernels/bf16_kernels.h"
+
 #include <cstdint>
 
 struct ggml_context;
@@ -20,9 +22,9 @@ namespace minicpmv {
 // has AVX2, FMA and F16C (checked at run time).
 bool f16_kernels_usable(const ggml_tensor * w);
 
-// w·x (+ bias) as ggml_mul_mat(w, x): w [K, M] (f16_kernels_usable), x [K, N] f32 with contiguous rows,
-// bias [M] f32 or nullptr. Returns [M, N] f32.
-ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias);
+// act(w·x + bias) as ggml_mul_mat(w, x) with the extras: w [K, M] (f16_kernels_usable), x [K, N] f32
+// with contiguous rows, bias [M] f32 or nullptr. Returns [M, N] f32.
+ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias, Activation act);
 
 // The same product without a graph, on the calling thread (tests): w holds M rows of K f16 values, x N
 // rows of K floats, y N rows of M floats. False (and nothing computed) where the CPU lacks the kernel.

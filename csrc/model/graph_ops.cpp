@@ -19,8 +19,9 @@ ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOpt
             rounded_ = int8_rows(ctx_, x);
         }
         y = int8_linear(ctx_, w, rounded_, opt.bias, per_row_);
-    } else if (f16_ && x->type == GGML_TYPE_F32 && f16_kernels_usable(w)) {
-        y = f16_linear(ctx_, w, x, opt.bias);
+    } else if (f16_ && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) && f16_kernels_usable(w)) {
+        y = f16_linear(ctx_, w, x, opt.bias, opt.act);
+        return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
     } else {
         y = ggml_mul_mat(ctx_, w, x);
         if (opt.bias != nullptr) y = ggml_add(ctx_, y, opt.bias);
