@@ -6,6 +6,8 @@
 #include <ggml.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace minicpmv {
@@ -39,15 +41,10 @@ void convert_panel(const uint16_t * w, size_t w_stride, int64_t K, int64_t r0, i
     }
 }
 
-// gelu_pytorch_tanh(x) = x / (1 + exp(−2u)), u = √(2/π)·(x + 0.044715·x³), 8 lanes: exp through Cephes'
-// expf (bf16_kernels' exp16 on 256 bits; 2^n built in the exponent bits), ~1 ulp, where ggml's tanh op
-// would call libm once per value (12 % of an image's encoding).
-__m256 gelu_tanh8(__m256 x) {
-    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
-    const __m256 u = _mm256_mul_ps(_mm256_fmadd_ps(x3, _mm256_set1_ps(0.044715f), x), _mm256_set1_ps(0.79788456080286535588f));
-    // exp(t), t = −2u kept where exp is finite and 2^n a normal number
-    const __m256 t =
-        _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)), _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
+// exp(t) for 8 lanes: Cephes' expf (range reduction by ln 2, degree-6 polynomial, as bf16_kernels'
+// exp16), 2^n built in the exponent bits; ~1 ulp over [−87, 88], where t is clamped.
+__m256 exp8(__m256 t) {
+    t = _mm256_max_ps(_mm256_min_ps(t, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));  // 2^n stays a normal number
     const __m256 n =
         _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t));
@@ -58,7 +55,15 @@ __m256 gelu_tanh8(__m256 x) {
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256 two_n =
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(p, two_n)));
+    return _mm256_mul_ps(p, two_n);
+}
+
+// gelu_pytorch_tanh(x) = x / (1 + exp(−2u)), u = √(2/π)·(x + 0.044715·x³), where ggml's tanh op would
+// call libm once per value (12 % of an image's encoding).
+__m256 gelu_tanh8(__m256 x) {
+    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    const __m256 u = _mm256_mul_ps(_mm256_fmadd_ps(x3, _mm256_set1_ps(0.044715f), x), _mm256_set1_ps(0.79788456080286535588f));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)))));
 }
 
 // The panel's 16 rows times NT activation rows into out[t][0..15]: one FMA chain per output. The loops
@@ -131,6 +136,97 @@ void product(const uint16_t * w, size_t w_stride, int64_t K, int64_t M, const fl
     }
 }
 
+// softmax(scale·q·kᵀ + mask)·v (f32_attention's shapes) for the (slice, head) pairs dealt to this
+// thread: the pair's keys and values packed into panels of 16 (panel_tile's layout), then per 6 queries
+// their scores against every key, the softmax, and the outputs 16 dimensions at a time.
+void attention(const ggml_tensor * q, const ggml_tensor * k, const ggml_tensor * v, const ggml_tensor * mask, float scale,
+               ggml_tensor * dst, int ith, int nth) {
+    const int64_t D = q->ne[0], Nq = q->ne[1], H = q->ne[2], Nk = k->ne[1], Hkv = k->ne[2], S = k->ne[3];
+    const int64_t nk_pad = (Nk + kPanelRows - 1) / kPanelRows * kPanelRows, d_panels = (D + kPanelRows - 1) / kPanelRows;
+    thread_local std::vector<float> keys, values, probs;
+    keys.resize(nk_pad * D);
+    values.resize(d_panels * Nk * kPanelRows);
+    probs.resize(kTileRows * nk_pad);
+    for (int64_t i = ith; i < S * H; i += nth) {
+        const int64_t s = i / H, h = i % H, hk = h / (H / Hkv);
+        // keys[(16·p + d)... ]: panel p of keys 16p..16p+15, k-major; values[(panel of 16 dims · Nk + key)·16 + dim]
+        std::fill(keys.begin(), keys.end(), 0.0f);
+        std::fill(values.begin(), values.end(), 0.0f);
+        for (int64_t j = 0; j < Nk; ++j) {
+            const auto * kr =
+                reinterpret_cast<const float *>(static_cast<const char *>(k->data) + j * k->nb[1] + hk * k->nb[2] + s * k->nb[3]);
+            const auto * vr =
+                reinterpret_cast<const float *>(static_cast<const char *>(v->data) + j * v->nb[1] + hk * v->nb[2] + s * v->nb[3]);
+            float * kp = keys.data() + (j / kPanelRows) * D * kPanelRows + j % kPanelRows;
+            for (int64_t d = 0; d < D; ++d) kp[d * kPanelRows] = kr[d];
+            for (int64_t d = 0; d < D; ++d) values[((d / kPanelRows) * Nk + j) * kPanelRows + d % kPanelRows] = vr[d];
+        }
+        const char * qb = static_cast<const char *>(q->data) + h * q->nb[2] + (q->ne[3] == 1 ? 0 : s * q->nb[3]);
+        for (int64_t q0 = 0; q0 < Nq; q0 += kTileRows) {
+            const int nt = static_cast<int>(std::min<int64_t>(kTileRows, Nq - q0));
+            const float * qs[kTileRows];
+            const float * ps[kTileRows];
+            for (int t = 0; t < nt; ++t) {
+                qs[t] = reinterpret_cast<const float *>(qb + (q0 + t) * q->nb[1]);
+                ps[t] = probs.data() + t * nk_pad;
+            }
+            alignas(32) float out[kTileRows][kPanelRows];
+            for (int64_t p = 0; p < nk_pad / kPanelRows; ++p) {
+                panel_tile_n(nt, keys.data() + p * D * kPanelRows, D, qs, out);
+                for (int t = 0; t < nt; ++t) std::copy(out[t], out[t] + kPanelRows, probs.data() + t * nk_pad + p * kPanelRows);
+            }
+            float inv_sum[kTileRows];
+            for (int t = 0; t < nt; ++t) {
+                float * x = probs.data() + t * nk_pad;
+                const uint16_t * m =
+                    mask == nullptr
+                        ? nullptr
+                        : reinterpret_cast<const uint16_t *>(static_cast<const char *>(mask->data) + (q0 + t) * mask->nb[1] +
+                                                             (mask->ne[3] == 1 ? 0 : s * mask->nb[3]));
+                float max = -INFINITY;
+                for (int64_t j = 0; j < Nk; ++j) {
+                    x[j] = scale * x[j] + (m != nullptr ? _cvtsh_ss(m[j]) : 0.0f);
+                    max = std::max(max, x[j]);
+                }
+                if (max == -INFINITY) {  // every key masked: no output
+                    std::fill(x, x + Nk, 0.0f);
+                    inv_sum[t] = 0.0f;
+                    continue;
+                }
+                __m256 sum = _mm256_setzero_ps();
+                int64_t j = 0;
+                for (; j + 8 <= Nk; j += 8) {
+                    const __m256 xj = _mm256_loadu_ps(x + j);
+                    // masked keys (−inf) weigh exactly 0
+                    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(xj, _mm256_set1_ps(max))),
+                                                   _mm256_cmp_ps(xj, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+                    _mm256_storeu_ps(x + j, e);
+                    sum = _mm256_add_ps(sum, e);
+                }
+                alignas(32) float lanes[8];
+                _mm256_store_ps(lanes, sum);
+                float total = 0.0f;
+                for (float l : lanes) total += l;
+                for (; j < Nk; ++j) {
+                    x[j] = x[j] == -INFINITY ? 0.0f : std::exp(x[j] - max);
+                    total += x[j];
+                }
+                inv_sum[t] = 1.0f / total;
+            }
+            for (int64_t p = 0; p < d_panels; ++p) {
+                panel_tile_n(nt, values.data() + p * Nk * kPanelRows, Nk, ps, out);
+                const int64_t d0 = p * kPanelRows, nd = std::min<int64_t>(kPanelRows, D - d0);
+                for (int t = 0; t < nt; ++t) {
+                    float * o =
+                        reinterpret_cast<float *>(static_cast<char *>(dst->data) + (q0 + t) * dst->nb[1] + s * dst->nb[2]) +
+                        h * D + d0;
+                    for (int64_t d = 0; d < nd; ++d) o[d] = out[t][d] * inv_sum[t];
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 MINICPMV_TARGET_END()
@@ -146,6 +242,12 @@ void op_f16_linear(ggml_tensor * dst, int ith, int nth, void * userdata) {
     product<kAct>(static_cast<const uint16_t *>(w->data), w->nb[1] / sizeof(uint16_t), w->ne[0], w->ne[1],
                   static_cast<const float *>(x->data), x->nb[1] / sizeof(float), x->ne[1], static_cast<float *>(dst->data),
                   dst->nb[1] / sizeof(float), bias ? static_cast<const float *>(bias->data) : nullptr, ith, nth);
+}
+
+void op_f32_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    float scale;
+    std::memcpy(&scale, &userdata, sizeof scale);
+    attention(dst->src[0], dst->src[1], dst->src[2], dst->src[3], scale, dst, ith, nth);
 }
 
 }  // namespace
@@ -167,6 +269,27 @@ ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, g
     return y;
 }
 
+bool f32_attention_usable(const ggml_tensor * q, const ggml_tensor * k, const ggml_tensor * v, const ggml_tensor * mask) {
+    return cpu_has_avx2_f16() && q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
+           q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && q->ne[0] == k->ne[0] &&
+           k->ne[0] == v->ne[0] && k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && q->ne[2] % k->ne[2] == 0 &&
+           k->ne[3] == v->ne[3] && (q->ne[3] == 1 || q->ne[3] == k->ne[3]) &&
+           (mask == nullptr || (mask->type == GGML_TYPE_F16 && mask->nb[0] == sizeof(uint16_t) && mask->ne[0] == k->ne[1] &&
+                                mask->ne[1] >= q->ne[1] && (mask->ne[3] == 1 || mask->ne[3] == k->ne[3])));
+}
+
+ggml_tensor * f32_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
+                            float scale) {
+    GGML_ASSERT(f32_attention_usable(q, k, v, mask));
+    void * userdata = nullptr;
+    std::memcpy(&userdata, &scale, sizeof scale);
+    ggml_tensor * args[] = {q, k, v, mask};
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[2], q->ne[1], k->ne[3], 1, args, 4, op_f32_attention,
+                                       GGML_N_TASKS_MAX, userdata);
+    ggml_set_name(out, "f32_attention");
+    return out;
+}
+
 bool f16_matmul(const uint16_t * w, int64_t K, int64_t M, const float * x, int64_t N, float * y) {
     if (!cpu_has_avx2_f16()) return false;
     product<Activation::none>(w, K, K, M, x, K, N, y, M, nullptr, 0, 1);
@@ -179,6 +302,12 @@ bool f16_kernels_usable(const ggml_tensor *) { return false; }
 
 ggml_tensor * f16_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, Activation) {
     GGML_ABORT("f16_linear: not in this build (check f16_kernels_usable first)");
+}
+
+bool f32_attention_usable(const ggml_tensor *, const ggml_tensor *, const ggml_tensor *, const ggml_tensor *) { return false; }
+
+ggml_tensor * f32_attention(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, float) {
+    GGML_ABORT("f32_attention: not in this build (check f32_attention_usable first)");
 }
 
 bool f16_matmul(const uint16_t *, int64_t, int64_t, const float *, int64_t, float *) { return false; }

@@ -46,6 +46,7 @@ ggml_tensor * GraphOps::rms_norm(ggml_tensor * x, ggml_tensor * w, float eps) {
 ggml_tensor * GraphOps::attention(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask, float scale,
                                   bool bf16_out) {
     if (bf16_) return bf16_attention(ctx_, q, k, v, mask, scale, bf16_out);
+    if (f16_ && f32_attention_usable(q, k, v, mask)) return f32_attention(ctx_, q, k, v, mask, scale);
     ggml_tensor * out = ggml_flash_attn_ext(ctx_, q, k, v, mask, scale, 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
     return out;

@@ -21,9 +21,9 @@ class GraphOps {
     // DecoderWeights::cpu_kernels); false: ggml's operations only. bf16: products over f16/bf16/quantized
     // weights, attention and LayerNorm through the bf16 kernels (where the weight allows); false: ggml's
     // operations at the file's precision. per_row: every row of a product computed as if it were alone
-    // (decode steps of batched sequences). f16: products over f16 weights that the bf16 kernels do not
-    // take through f16_kernels.h (the vision graphs; the decoder's prompts keep ggml's f16 products,
-    // which its decode steps share).
+    // (decode steps of batched sequences). f16: where the bf16 kernels do not run, products over f16
+    // weights and attention through f16_kernels.h (vision graphs of an f16 file; the decoder's prompts
+    // keep ggml's operations, which its decode steps share).
     GraphOps(ggml_context * ctx, bool cpu_kernels, bool bf16, bool per_row = false, bool f16 = false)
         : ctx_(ctx), cpu_kernels_(cpu_kernels), bf16_(cpu_kernels && bf16), per_row_(per_row), f16_(cpu_kernels && f16) {}
 

@@ -18,7 +18,7 @@ ggml_tensor * build_resampler_graph(ggml_context * ctx, const VisionConfig & c, 
     in.pos_embed = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, E, n_max, n_slices);
     ggml_set_input(in.pos_embed);
     // The same choice of kernels as the encoder (vision_encoder.cpp): bf16 products for f16/bf16 files.
-    GraphOps g(ctx, w.cpu_kernels, bf16_kernels_usable(w.kv_w), /*per_row=*/false, /*f16=*/true);
+    GraphOps g(ctx, w.cpu_kernels, bf16_kernels_usable(w.kv_w), /*per_row=*/false, /*f16=*/w.kv_w->type == GGML_TYPE_F16);
     if (!g.bf16() || has_padding(batch)) {  // the bf16 attention needs no mask when no slice is padded
         in.key_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_max, Q, 1, n_slices);
         ggml_set_input(in.key_mask);

@@ -31,7 +31,8 @@ ggml_tensor * build_vision_graph(ggml_context * ctx, const VisionConfig & c, con
     // f16/bf16 weights on an AVX-512 BF16 CPU: products and attention in bf16 with f32 sums (the
     // checkpoint's own precision, bf16_kernels.h); f16 weights on an AVX2 CPU: products with f32
     // activations (f16_kernels.h); otherwise ggml's operations at the file's precision.
-    GraphOps g(ctx, w.cpu_kernels, bf16_kernels_usable(w.layers[0].q_w), /*per_row=*/false, /*f16=*/true);
+    GraphOps g(ctx, w.cpu_kernels, bf16_kernels_usable(w.layers[0].q_w), /*per_row=*/false,
+               /*f16=*/w.layers[0].q_w->type == GGML_TYPE_F16);
 
     in.patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, patch_len, n_max, n_slices);
     ggml_set_input(in.patches);
