@@ -37,6 +37,16 @@ struct ActBlock {
     int8_t q4[256];  // in q4_K's nibble order: sub-blocks 0,2 | 1,3 | 4,6 | 5,7 (kquant_blocks.h)
 };
 static_assert(sizeof(ActBlock) == 576, "ActBlock is 9 cache lines");
+
+// ggml's q8_K scale (quantize_row_q8_K) for a block whose largest |x| is max: clears `a` and sets a.d;
+// returns the factor that rounds the values to 8 bits, 0 for a block of zeros (which stays 0).
+float start_block(float max, ActBlock & a) {
+    std::memset(&a, 0, sizeof a);
+    if (max == 0.0f) return 0.0f;
+    const float iscale = 127.0f / max;
+    a.d = 1.0f / iscale;
+    return iscale;
+}
 }  // namespace
 
 // Compiled for AVX-512 VNNI whatever the build flags; run only after cpu_has_avx512_vnni().
@@ -45,7 +55,7 @@ MINICPMV_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")
 namespace {
 namespace avx512 {
 
-// ggml's q8_K rounding (quantize_row_q8_K): scale 127 / max|x|, round half to even; a zero block stays 0.
+// ggml's q8_K rounding (quantize_row_q8_K): scale 127 / max|x| (start_block), round half to even.
 void quantize_block(const float * x, ActBlock & a) {
     __m512 v[16];
     __m512 amax = _mm512_setzero_ps();
@@ -53,11 +63,8 @@ void quantize_block(const float * x, ActBlock & a) {
         v[i] = _mm512_loadu_ps(x + 16 * i);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v[i]));
     }
-    const float max = _mm512_reduce_max_ps(amax);
-    std::memset(&a, 0, sizeof a);
-    if (max == 0.0f) return;
-    const float iscale = 127.0f / max;
-    a.d = 1.0f / iscale;
+    const float iscale = start_block(_mm512_reduce_max_ps(amax), a);
+    if (iscale == 0.0f) return;
     const __m512 s = _mm512_set1_ps(iscale);
     for (int i = 0; i < 16; ++i) {
         const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[i], s));  // MXCSR: nearest, ties to even
@@ -457,11 +464,8 @@ void quantize_block(const float * x, ActBlock & a) {
     for (int i = 0; i < 32; ++i) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)));
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    const float max = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-    std::memset(&a, 0, sizeof a);
-    if (max == 0.0f) return;
-    const float iscale = 127.0f / max;
-    a.d = 1.0f / iscale;
+    const float iscale = start_block(_mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m))), a);
+    if (iscale == 0.0f) return;
     const __m256 s = _mm256_set1_ps(iscale);
     for (int i = 0; i < 16; ++i) {
         const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * i), s));  // nearest, ties to even
