@@ -135,6 +135,15 @@ def test_binding_rejects_bad_shapes():
         minicpmv._core._testing.int8_matmul(np.zeros((2, 144), np.uint8), int(T.Q4_K), np.zeros((1, 300), np.float32))
     with pytest.raises(minicpmv.MinicpmvError):
         minicpmv._core._testing.int8_matmul(np.zeros((2, 100), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32))
+    ggml_matmul = minicpmv._core._testing.ggml_matmul
+    for w, qtype, x in [
+        (np.zeros((2, 144), np.uint8), 999, np.zeros((1, 256), np.float32)),  # no such type
+        (np.zeros((2, 144), np.uint8), int(T.Q4_K), np.zeros((1, 300), np.float32)),  # not whole blocks
+        (np.zeros((2, 144), np.uint8), int(T.Q4_K), np.zeros(256, np.float32)),
+        (np.zeros((2, 100), np.uint8), int(T.Q4_K), np.zeros((1, 256), np.float32)),
+    ]:
+        with pytest.raises(minicpmv.MinicpmvError):
+            ggml_matmul(w, qtype, x)
 
 
 def step_logits(path, **kwargs) -> np.ndarray:

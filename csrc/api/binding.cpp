@@ -690,11 +690,17 @@ void bind_testing(py::module_ t) {
     t.def(
         "ggml_matmul",
         [](py::array_t<uint8_t, py::array::c_style> w, int type, FloatArray x, int n_threads) {
-            const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
-            if ((!ggml_is_quantized(static_cast<ggml_type>(type)) && type != GGML_TYPE_F16) || x.ndim() != 2 || w.ndim() != 2 ||
-                static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
+            if (type != GGML_TYPE_F16 && type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) {
+                throw Error(ErrorCode::invalid_argument, "ggml_matmul: the weight type must be f16, q4_K or q6_K");
+            }
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(0) == 0 || w.shape(0) == 0 || x.shape(1) == 0 ||
+                x.shape(1) % ggml_blck_size(static_cast<ggml_type>(type)) != 0 || n_threads < 1 || n_threads > 512) {
                 throw Error(ErrorCode::invalid_argument,
-                            "ggml_matmul: w must be [M, row bytes] of a quantized or f16 type, x [N, K]");
+                            "ggml_matmul: w must be [M, row bytes] and x [N, K] (K whole blocks), n_threads 1-512");
+            }
+            const int64_t M = w.shape(0), K = x.shape(1), N = x.shape(0);
+            if (static_cast<size_t>(w.shape(1)) != ggml_row_size(static_cast<ggml_type>(type), K)) {
+                throw Error(ErrorCode::invalid_argument, "ggml_matmul: the rows of w do not hold K values");
             }
             // The weights, the activations, their q8 copies in the work buffer and the result, with room.
             const size_t bytes = w.nbytes() + 3 * static_cast<size_t>(K + M) * N * sizeof(float) + (size_t{1} << 20);
