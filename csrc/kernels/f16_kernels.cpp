@@ -252,14 +252,14 @@ void op_f32_attention(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
 }  // namespace
 
-bool f16_kernels_usable(const ggml_tensor * w) {
+bool f16_kernels_usable(const ggml_tensor * w, const ggml_tensor * x) {
     return w != nullptr && w->type == GGML_TYPE_F16 && ggml_n_dims(w) == 2 && w->nb[0] == sizeof(uint16_t) &&
-           in_cpu_memory(storage(w)) && cpu_has_avx2_f16();
+           in_cpu_memory(storage(w)) && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) &&
+           x->ne[0] == w->ne[0] && cpu_has_avx2_f16();
 }
 
 ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias, Activation act) {
-    GGML_ASSERT(f16_kernels_usable(w) && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) &&
-                x->ne[0] == w->ne[0]);
+    GGML_ASSERT(f16_kernels_usable(w, x));
     GGML_ASSERT(bias == nullptr || (bias->type == GGML_TYPE_F32 && bias->ne[0] == w->ne[1] && ggml_is_contiguous(bias)));
     ggml_tensor * args[] = {x, bias};
     const ggml_custom_op_t op =
@@ -298,7 +298,7 @@ bool f16_matmul(const uint16_t * w, int64_t K, int64_t M, const float * x, int64
 
 #else  // not x86 with GCC/Clang: the graphs use ggml's own products
 
-bool f16_kernels_usable(const ggml_tensor *) { return false; }
+bool f16_kernels_usable(const ggml_tensor *, const ggml_tensor *) { return false; }
 
 ggml_tensor * f16_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, Activation) {
     GGML_ABORT("f16_linear: not in this build (check f16_kernels_usable first)");

@@ -18,12 +18,12 @@ struct ggml_tensor;
 
 namespace minicpmv {
 
-// Whether f16_linear may take weight `w`: an f16 matrix in CPU memory, in ggml's layout, and this CPU
-// has AVX2, FMA and F16C (checked at run time).
-bool f16_kernels_usable(const ggml_tensor * w);
+// Whether f16_linear may take w·x: w an f16 matrix in CPU memory, in ggml's layout, x f32 [K, N] with
+// contiguous rows, and this CPU has AVX2, FMA and F16C (checked at run time).
+bool f16_kernels_usable(const ggml_tensor * w, const ggml_tensor * x);
 
-// act(w·x + bias) as ggml_mul_mat(w, x) with the extras: w [K, M] (f16_kernels_usable), x [K, N] f32
-// with contiguous rows, bias [M] f32 or nullptr. Returns [M, N] f32.
+// act(w·x + bias) as ggml_mul_mat(w, x) with the extras (f16_kernels_usable(w, x)), bias [M] f32 or
+// nullptr. Returns [M, N] f32.
 ggml_tensor * f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * bias, Activation act);
 
 // Whether f32_attention takes these operands: f32 q, k, v with contiguous rows, an f16 mask or none (the

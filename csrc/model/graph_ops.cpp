@@ -13,20 +13,21 @@ namespace minicpmv {
 ggml_tensor * GraphOps::linear(ggml_tensor * w, ggml_tensor * x, const LinearOptions & opt) {
     if (takes_bf16_rows(w)) return bf16_linear(ctx_, w, x, opt);
     ggml_tensor * y;
+    Activation act = opt.act;  // what is left to apply after the product
     if (cpu_kernels_ && int8_kernels_usable(w, ggml_nrows(x))) {
         if (x != rounded_src_) {
             rounded_src_ = x;
             rounded_ = int8_rows(ctx_, x);
         }
         y = int8_linear(ctx_, w, rounded_, opt.bias, per_row_);
-    } else if (f16_ && x->type == GGML_TYPE_F32 && ggml_n_dims(x) <= 2 && x->nb[0] == sizeof(float) && f16_kernels_usable(w)) {
+    } else if (f16_ && f16_kernels_usable(w, x)) {
         y = f16_linear(ctx_, w, x, opt.bias, opt.act);
-        return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
+        act = Activation::none;
     } else {
         y = ggml_mul_mat(ctx_, w, x);
         if (opt.bias != nullptr) y = ggml_add(ctx_, y, opt.bias);
     }
-    if (opt.act == Activation::gelu_tanh) y = gelu_tanh(ctx_, y);
+    if (act == Activation::gelu_tanh) y = gelu_tanh(ctx_, y);
     return opt.residual != nullptr ? ggml_add(ctx_, y, opt.residual) : y;
 }
 
