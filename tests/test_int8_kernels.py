@@ -97,10 +97,12 @@ def test_per_row_products_equal_each_row_alone_to_the_bit(qtype, isa, use_kernel
 def test_avx2_products_equal_ggmls_to_the_bit(qtype, use_kernels):
     int8_kernels(use_kernels, "avx2")
     rng = np.random.default_rng(int(qtype))
-    M, K = 45, 1280  # an odd last row (computed twice), 5 blocks
+    # 19 blocks: ranges of 8, 8 and 3 whose sums carry over; 45 rows: chunks of 34 and 11 (an odd last
+    # row, computed twice); 133 activation rows: two passes, the last quad short.
+    M, K = 45, 19 * 256
     weights = rng.standard_normal((M, K)).astype(np.float32) * rng.uniform(0.1, 3.0, (M, 1)).astype(np.float32)
     wq = minicpmv._core.quantize(weights, int(T.F32), int(qtype))
-    for n_rows in (1, 3, 4, 8, 13, 20):
+    for n_rows in (1, 3, 4, 8, 13, 20, 133):
         x = rng.standard_normal((n_rows, K)).astype(np.float32) * 2.5
         x[0, 256:512] = 0.0
         x[-1, 700] = -60.0  # the block's largest value is negative: ggml's scale has the other sign
