@@ -36,12 +36,19 @@ the ggml-python ones the project builds against. Install it into its own directo
 --llama-cpp-path there:
 
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --target /work/llama-cpp-python llama-cpp-python==0.3.36
+
+--isa avx2 measures what a CPU without AVX-512 gets, on any x86 machine: it builds ggml-python (ggml
+0.15.3, our ggml), minicpmv against it, and llama-cpp-python, all with GGML_NATIVE=OFF, AVX2/FMA/F16C
+on and AVX-512 and AVX-VNNI off, into their own directories under bench-cache/isa-avx2/ (from the
+registry's source packages, once; minicpmv again when its sources change), turns our AVX-512 kernels
+off (the test-only kernel switch), and runs the same rows. The peaks then are the AVX2 instructions'.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import os
@@ -73,6 +80,13 @@ QUESTION = "Describe this picture in detail: the colours, the shapes, any text, 
 PREFILL_TEXT = "The history of the city begins with a small settlement on the river. " * 64
 N_PREFILL = 512
 N_DECODE = 64
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+# ggml's CMake options for each --isa build (ggml 0.15.3 and 0.25.3 both read these).
+ISA_CMAKE_ARGS = {
+    "avx2": "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
+    "-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF "
+    "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF",
+}
 
 
 def picture(size: int) -> np.ndarray:
@@ -114,6 +128,8 @@ def dump(args, name: str, rows) -> None:
 def worker_ours(args) -> dict:
     import minicpmv
 
+    if args.isa != "native":  # the kernels a CPU without AVX-512 gets
+        minicpmv._core._testing.use_kernels(int8=True, bf16=True, avx512=False)
     load, model = timed(
         lambda: minicpmv.Model(
             args.llm,
@@ -297,6 +313,44 @@ WORKERS = {
 # --- the driver ----------------------------------------------------------------------------------------
 
 
+def source_digest() -> str:
+    """A digest of the sources a minicpmv build compiles (to rebuild --isa builds when they change)."""
+    root = HERE.parent
+    files = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "csrc", "python", "CMakeLists.txt", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        if (root / name).is_file():
+            digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+    return digest.hexdigest()
+
+
+def isa_builds(cache_dir: Path, isa: str) -> tuple[Path, Path]:
+    """minicpmv with its own ggml-python, and llama-cpp-python, built for `isa` under cache_dir/isa-<isa>/
+    (pip --target directories; built from source with ISA_CMAKE_ARGS, never from pip's wheel cache)."""
+    root = cache_dir / f"isa-{isa}"
+    ours, llama = root / "minicpmv", root / "llama-cpp-python"
+    env = dict(os.environ, CMAKE_ARGS=ISA_CMAKE_ARGS[isa])
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", "--upgrade", "--target"]
+    stamp, digest = root / "minicpmv.sources", source_digest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        print(f"building minicpmv and ggml-python for {isa} into {ours} ...", flush=True)
+        subprocess.run(
+            pip + [str(ours), "--no-binary", "ggml-python", "ggml-python==0.0.45", str(HERE.parent)],
+            env=env,
+            check=True,
+        )
+        stamp.write_text(digest)
+    if not (llama / "llama_cpp").is_dir():
+        print(f"building {LLAMA_CPP_PYTHON} for {isa} into {llama} ...", flush=True)
+        subprocess.run(pip + [str(llama), "--no-binary", "llama-cpp-python", LLAMA_CPP_PYTHON], env=env, check=True)
+    return ours, llama
+
+
 def quantized_model(cache_dir: Path, llm_type: str) -> Path:
     """The `full` checkpoint's LLM as `llm_type`, quantized once from the F16 file with our quantizer."""
     f16 = full_model(cache_dir, "f16")
@@ -379,6 +433,8 @@ def run_worker(engine: str, args, files: dict) -> dict:
         str(files["mmproj"]),
         "--ckpt",
         str(files["ckpt"]),
+        "--isa",
+        args.isa,
     ]
     if args.llama_flash_attn:
         cmd.append("--llama-flash-attn")
@@ -430,6 +486,12 @@ def main() -> None:
     parser.add_argument(
         "--ours-path", type=Path, help="run `ours` from a minicpmv installed there (pip install --target DIR .)"
     )
+    parser.add_argument(
+        "--isa",
+        default="native",
+        choices=["native", *ISA_CMAKE_ARGS],
+        help="native: the engines as installed; avx2: ggml, minicpmv and llama-cpp-python built with AVX-512 off",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     # worker mode (internal)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -455,7 +517,9 @@ def main() -> None:
         "mmproj": full_mmproj(args.cache_dir, args.mmproj_type),
         "ckpt": args.cache_dir / "full-hf",
     }
-    print(f"machine: {machine()}; threads: {args.threads}; load before: {load_avg()}")
+    if args.isa != "native":
+        args.ours_path, args.llama_cpp_path = isa_builds(args.cache_dir, args.isa)
+    print(f"machine: {machine()}; threads: {args.threads}; isa: {args.isa}; load before: {load_avg()}")
     print(f"files: {files['llm'].name} + {files['mmproj'].name}")
 
     # Bandwidth before and after the runs (the better one: other processes only ever lower it).
@@ -536,8 +600,9 @@ def main() -> None:
         vit_ops = 1024 * product_ops(files["mmproj"], "v.blk.")
         vit_layers = sum(1 for t in GGUFReader(files["mmproj"]).tensors if t.name.endswith("attn_q.weight"))
         vit_ops += vit_layers * 2 * 2 * 1024 * 1024 * 1152
-        int8_peak = peaks.get("int8_vnni512") or peaks.get("int8_avx2")
-        vision_peak_name = "bf16_512" if "bf16_512" in peaks else "f32_fma256"  # the vision kernels' instruction
+        avx512 = args.isa == "native"  # which instructions the kernels of this run use
+        int8_peak = (avx512 and peaks.get("int8_vnni512")) or peaks.get("int8_avx2")
+        vision_peak_name = "bf16_512" if avx512 and "bf16_512" in peaks else "f32_fma256"
         vision_peak = peaks.get(vision_peak_name)
         for e in names:
             parts = []

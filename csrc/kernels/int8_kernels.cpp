@@ -655,7 +655,7 @@ void product(const char * w, size_t w_stride, int64_t K, int64_t M, const char *
         const int64_t r_end = std::min(M, r_begin + chunk_rows), n_pairs = (r_end - r_begin + 1) / 2;
         for (int64_t pass = 0; pass < N; pass += kPassCols) {
             const int64_t pass_end = std::min(N, pass + kPassCols);
-            std::fill(sums.begin(), sums.end(), Sums{});
+            std::fill_n(sums.begin(), (pass_end - pass) * chunk_rows, Sums{});
             for (int64_t b0 = 0; b0 < nb; b0 += range) {
                 const int64_t n_blocks = std::min(range, nb - b0);
                 for (int64_t i = 0; i < 2 * n_pairs; ++i) {  // a last single row twice
