@@ -335,19 +335,19 @@ def isa_builds(cache_dir: Path, isa: str) -> tuple[Path, Path]:
     root = cache_dir / f"isa-{isa}"
     ours, llama = root / "minicpmv", root / "llama-cpp-python"
     env = dict(os.environ, CMAKE_ARGS=ISA_CMAKE_ARGS[isa])
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", "--upgrade", "--target"]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--upgrade", "--target"]
+    # minicpmv's dependencies come from this environment; llama-cpp-python's go beside it.
     stamp, digest = root / "minicpmv.sources", source_digest()
     if not stamp.exists() or stamp.read_text() != digest:
         print(f"building minicpmv and ggml-python for {isa} into {ours} ...", flush=True)
-        subprocess.run(
-            pip + [str(ours), "--no-binary", "ggml-python", "ggml-python==0.0.45", str(HERE.parent)],
-            env=env,
-            check=True,
-        )
+        packages = ["--no-deps", "--no-binary", "ggml-python", "ggml-python==0.0.45", str(HERE.parent)]
+        subprocess.run(pip + [str(ours), *packages], env=env, check=True)
         stamp.write_text(digest)
-    if not (llama / "llama_cpp").is_dir():
+    stamp = root / "llama-cpp-python.installed"
+    if not stamp.exists():
         print(f"building {LLAMA_CPP_PYTHON} for {isa} into {llama} ...", flush=True)
         subprocess.run(pip + [str(llama), "--no-binary", "llama-cpp-python", LLAMA_CPP_PYTHON], env=env, check=True)
+        stamp.write_text(LLAMA_CPP_PYTHON)
     return ours, llama
 
 
