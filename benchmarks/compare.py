@@ -518,7 +518,12 @@ def main() -> None:
         "ckpt": args.cache_dir / "full-hf",
     }
     if args.isa != "native":
-        args.ours_path, args.llama_cpp_path = isa_builds(args.cache_dir, args.isa)
+        if args.ours_path:
+            parser.error("--isa builds its own minicpmv: leave out --ours-path")
+        try:
+            args.ours_path, args.llama_cpp_path = isa_builds(args.cache_dir, args.isa)
+        except subprocess.CalledProcessError as e:
+            sys.exit(f"compare.py: the {args.isa} build failed ({' '.join(e.cmd[-3:])}: exit {e.returncode})")
     print(f"machine: {machine()}; threads: {args.threads}; isa: {args.isa}; load before: {load_avg()}")
     print(f"files: {files['llm'].name} + {files['mmproj'].name}")
 

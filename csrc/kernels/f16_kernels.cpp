@@ -147,11 +147,12 @@ void attention(const ggml_tensor * q, const ggml_tensor * k, const ggml_tensor *
     keys.resize(nk_pad * D);
     values.resize(d_panels * Nk * kPanelRows);
     probs.resize(kTileRows * nk_pad);
+    // keys[(16·p + d)... ]: panel p of keys 16p..16p+15, k-major; values[(panel of 16 dims · Nk + key)·16 + dim].
+    // Every (slice, head) writes the same places: the padding past Nk keys and D dimensions stays 0.
+    std::fill(keys.begin(), keys.end(), 0.0f);
+    std::fill(values.begin(), values.end(), 0.0f);
     for (int64_t i = ith; i < S * H; i += nth) {
         const int64_t s = i / H, h = i % H, hk = h / (H / Hkv);
-        // keys[(16·p + d)... ]: panel p of keys 16p..16p+15, k-major; values[(panel of 16 dims · Nk + key)·16 + dim]
-        std::fill(keys.begin(), keys.end(), 0.0f);
-        std::fill(values.begin(), values.end(), 0.0f);
         for (int64_t j = 0; j < Nk; ++j) {
             const auto * kr =
                 reinterpret_cast<const float *>(static_cast<const char *>(k->data) + j * k->nb[1] + hk * k->nb[2] + s * k->nb[3]);

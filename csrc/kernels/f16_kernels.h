@@ -1,8 +1,8 @@
 // The vision tower's kernels for x86 CPUs with AVX2 and FMA but no AVX-512 BF16 (where bf16_kernels.h
 // does not run), as ggml custom ops: products of f16 weights (the published vision file) with f32
-// activations, and attention in f32. ggml 0.15's f16 product rounds every activation to f16 and computes one dot product at a
-// time (29 % of the FMA peak on SigLIP's shapes); this kernel converts 16 weight rows at a time to f32
-// once and runs them against 6 activation rows per pass, in registers.
+// activations, and attention in f32. ggml 0.15's f16 product rounds every activation to f16 and
+// computes one dot product at a time (29 % of the FMA peak on SigLIP's shapes); this kernel converts 16
+// weight rows at a time to f32 once and runs them against 6 activation rows per pass, in registers.
 //
 // Numerics: activations stay f32 and each output is one chain of f32 FMAs over k in order, whatever
 // the batch: closer to the f32 reference than ggml's f16 path (tests/test_vision.py), and a slice's
